@@ -1,0 +1,74 @@
+"""Events: what the sans-IO objects hand to their caller, as attrs value types.
+
+Frame level events come out of :class:`bareosproto.frames.FrameDecoder`;
+authentication events out of :class:`bareosproto.auth.TwoWayAuth`.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .signals import Signal, as_signal, signal_name
+from .tls_policy import TlsPolicy
+
+__all__ = [
+    "Event",
+    "Message",
+    "SignalFrame",
+    "ConnectionClosed",
+    "AuthSucceeded",
+]
+
+
+class Event:
+    """Base class of every event."""
+
+    __slots__ = ()
+
+
+@attrs.frozen(repr=False)
+class Message(Event):
+    """One frame with a payload of zero or more bytes (header >= 0)."""
+
+    payload: bytes
+
+    @property
+    def text(self) -> str:
+        """The payload as latin-1 text (Bareos lines are bytes, not UTF-8)."""
+        return self.payload.decode("latin-1")
+
+    def __repr__(self) -> str:
+        shown = self.payload if len(self.payload) <= 80 else self.payload[:77] + b"..."
+        return f"Message({shown!r}, len={len(self.payload)})"
+
+
+@attrs.frozen
+class SignalFrame(Event):
+    """A frame with a negative header; ``signal`` is a :class:`Signal` or, if
+    Bareos defines no signal for that value, the raw negative int."""
+
+    signal: Signal | int = attrs.field(converter=as_signal)
+
+    @property
+    def name(self) -> str:
+        return signal_name(int(self.signal))
+
+
+@attrs.frozen
+class ConnectionClosed(Event):
+    """The peer closed the stream at a frame boundary."""
+
+
+@attrs.frozen
+class AuthSucceeded(Event):
+    """Both directions of CRAM-MD5 succeeded.
+
+    ``remote_policy`` is the ``ssl=`` value the peer put in its challenge
+    (``TlsPolicy.UNKNOWN`` if it sent none); ``tls`` is the outcome of the
+    policy matrix (``NONE``: stay in clear, ``ENABLED`` or ``AUTO``: run a TLS
+    handshake now, the acceptor being the TLS server), or ``NONE`` if TLS was
+    already active.
+    """
+
+    remote_policy: TlsPolicy | int
+    tls: TlsPolicy
