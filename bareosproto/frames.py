@@ -34,6 +34,8 @@ MAX_MESSAGE_LENGTH = MAX_PACKET_SIZE - HEADER_LENGTH
 _HEADER = struct.Struct(">i")
 _pack = _HEADER.pack
 _unpack_from = _HEADER.unpack_from
+_StructError = struct.error
+_tuple_new = tuple.__new__  # Message is a tuple: built without a Python-level call
 
 
 def encode_message(payload: bytes) -> bytes:
@@ -144,26 +146,34 @@ class FrameDecoder:
         return events
 
     def _parse(self, data: bytes, pos: int, events: list[Event]) -> None:
+        # The hot loop: locals only, the header length as a literal 4.
         append = events.append
+        new = _tuple_new
+        unpack = _unpack_from
         limit = self.max_packet_size
         end = len(data)
-        while end - pos >= HEADER_LENGTH:
-            (n,) = _unpack_from(data, pos)
+        while True:
+            try:
+                (n,) = unpack(data, pos)
+            except _StructError:  # fewer than 4 bytes left
+                break
             if n > 0:
+                stop = pos + 4 + n
+                if stop > end:
+                    if n > limit:
+                        self._fail(n, events)
+                    self._need = 4 + n
+                    break
                 if n > limit:
                     self._fail(n, events)
-                stop = pos + HEADER_LENGTH + n
-                if stop > end:
-                    self._need = HEADER_LENGTH + n
-                    break
-                append(Message(data[pos + HEADER_LENGTH : stop]))
+                append(new(Message, (data[pos + 4 : stop],)))
                 pos = stop
             elif n == 0:
                 append(Message(b""))
-                pos += HEADER_LENGTH
+                pos += 4
             else:
                 append(SignalFrame(n))
-                pos += HEADER_LENGTH
+                pos += 4
         if pos < end:
             self._buffer += data[pos:]
 
