@@ -69,6 +69,8 @@ __all__ = [
     "CLIENT_TRANSITIONS",
     "SERVER_TRANSITIONS",
     "FD_FAILURE_DELAY",
+    "identity_key",
+    "server_psk_context",
 ]
 
 #: The FD's delay after a failed authentication (``filed/authenticate.cc``).
@@ -641,6 +643,21 @@ class ServerConfig:
     fd_protocol_version: int = FD_PROTOCOL_VERSION
 
 
+def identity_key(config: ServerConfig, identity: str) -> Secret | None:
+    """The key a daemon holds for a TLS-PSK identity (``R_TYPE\x1ename``), or None."""
+    try:
+        rtype, name = parse_psk_identity(identity)
+    except RemoteProtocolError:
+        return None
+    creds = config.lookup(rtype, name)
+    return creds.key if creds is not None else None
+
+
+def server_psk_context(config: ServerConfig) -> ssl.SSLContext:
+    """One TLS-PSK server context for every connection a daemon accepts."""
+    return psk_server_context(lambda identity: identity_key(config, identity))
+
+
 _SERVER_KINDS: dict[Daemon, frozenset[HelloKind]] = {
     Daemon.DIRECTOR: frozenset({HelloKind.CONSOLE, HelloKind.CLIENT}),
     Daemon.FD: frozenset({HelloKind.DIRECTOR, HelloKind.STORAGE_START_JOB}),
@@ -685,12 +702,7 @@ class ServerConnection(_Base):
 
     def psk_lookup(self, identity: str) -> Secret | None:
         """The key of a PSK identity, through ``config.lookup``."""
-        try:
-            rtype, name = parse_psk_identity(identity)
-        except RemoteProtocolError:
-            return None
-        creds = self.config.lookup(rtype, name)
-        return creds.key if creds is not None else None
+        return identity_key(self.config, identity)
 
     def _receive(self, data: bytes) -> None:
         if self.state is ConnState.AWAIT_FIRST_BYTES:
