@@ -235,6 +235,9 @@ class _Base:
         self._auth: TwoWayAuth | None = None
         self._error: RemoteProtocolError | None = None
         self._events: list[Event] = []
+        #: ``trace("recv"|"send", frame)`` for every plaintext frame, if set
+        self.trace: Callable[[str, Event], None] | None = None
+        self._trace_decoder: FrameDecoder | None = None
 
     # -- table ---------------------------------------------------------------
 
@@ -295,6 +298,11 @@ class _Base:
         raise NotImplementedError
 
     def _write(self, frame: bytes) -> None:
+        if self.trace is not None:
+            if self._trace_decoder is None:
+                self._trace_decoder = FrameDecoder()
+            for ev in self._trace_decoder.receive_data(frame):
+                self.trace("send", ev)
         if self._tls is not None:
             self._tls.send(frame)
         else:
@@ -336,6 +344,8 @@ class _Base:
         raise NotImplementedError
 
     def _on_frame(self, ev: Event) -> None:
+        if self.trace is not None and not isinstance(ev, ConnectionClosed):
+            self.trace("recv", ev)
         if self.state is ConnState.AUTH:
             assert self._auth is not None
             result = self._auth.receive(ev)
@@ -482,7 +492,7 @@ class ClientConnection(_Base):
         self._auth.start()
         if self._tls_context is not None:
             self._tls = TlsEngine(self._tls_context, server_side=False)
-            self._tls.send(self._hello_bytes)
+            self._write(self._hello_bytes)  # waits in the engine for the handshake
             self.state = ConnState.TLS_HANDSHAKE
             return
         self._transition(ConnInput.INITIATE)
