@@ -88,7 +88,7 @@ class Topology:
                                   own_tls_policy=self.policy, failure_delay=0.1)
             factory = BareosServerFactory(config, self.reactor, self.serve(dname))
             port = await server_endpoint(self.reactor, "tcp:0:interface=127.0.0.1").listen(factory)
-            self.ports[name] = port.getHost().port
+            self.ports[name] = port.getHost().port  # type: ignore[attr-defined]  # an IPv4Address
 
     def serve(self, daemon: str) -> Callable[[Channel], object]:
         """Every daemon of the demo answers each command with one line and BNET_EOD."""

@@ -216,7 +216,7 @@ class BareosProtocol(Protocol):
 
     def abort(self) -> None:
         if self.transport is not None:
-            self.transport.abortConnection()
+            self.transport.abortConnection()  # type: ignore[attr-defined]  # ITCPTransport
 
     # -- Twisted -----------------------------------------------------------------
 
