@@ -531,11 +531,13 @@ class TlsEngine:
             reply += TERMINATE  # written on the plain socket (PROTOCOL.md 6.3 item 7)
         reason = exc.reason or type(exc).__name__
         what = "TLS handshake failed" if handshake else "TLS error"
+        if isinstance(exc, ssl.SSLEOFError) or reason == "UNEXPECTED_EOF_WHILE_READING":
+            reason = f"connection closed by the peer ({reason})"
         message = f"{what}: {reason}"
         if self._psk_identity is not None:
             message += f" (PSK identity {self._psk_identity!r})"
         if self._lookup_error is not None:
-            message += f" (PSK lookup raised {self._lookup_error})"
+            message += f" (PSK lookup raised {type(self._lookup_error).__name__})"
         error = RemoteProtocolError(message, reply=reply)
         if plaintext:
             error.events.append(plaintext)
