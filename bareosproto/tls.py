@@ -537,7 +537,7 @@ class TlsEngine:
         if self._psk_identity is not None:
             message += f" (PSK identity {self._psk_identity!r})"
         if self._lookup_error is not None:
-            message += f" (PSK lookup raised {type(self._lookup_error).__name__})"
+            message += f" (PSK lookup raised {self._lookup_error})"
         error = RemoteProtocolError(message, reply=reply)
         if plaintext:
             error.events.append(plaintext)
