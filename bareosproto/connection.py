@@ -258,11 +258,13 @@ class _Base:
         return self._tls
 
     def data_to_send(self) -> bytes:
+        """The bytes to write now.  Empty once the connection failed: what Bareos
+        writes then is on the error (``reply``, ``delayed``)."""
         out = bytes(self._outgoing)
         self._outgoing.clear()
         if self._tls is not None:
             out += self._tls.data_to_send()
-        return out
+        return b"" if self.state is ConnState.FAILED else out
 
     def send_message(self, payload: bytes) -> None:
         """Send one message (split above 999,996 bytes as Bareos does); only when OPEN."""
@@ -677,6 +679,24 @@ _OWN_TYPE = {Daemon.DIRECTOR: ResourceType.R_DIRECTOR, Daemon.FD: ResourceType.R
              Daemon.SD: ResourceType.R_STORAGE}
 
 
+#: ``TwoWayAuthenticate()``'s job message per failure (``bsock.cc``), by the
+#: start of the core's error message.
+_FD_JOB_MESSAGES = (
+    ("Authorization key rejected", "Authorization key rejected by {}.\n"),
+    ("Wrong format of the CRAM challenge", "Wrong format of the CRAM challenge with {}.\n"),
+    ("Network error during CRAM MD5", "Network error during CRAM MD5 with {}\n"),
+    ("Warning! Attack detected", "Warning! Attack detected: I will not answer to my own challenge. "
+                                 "Please check integrity of the host at IP address: {}\n"),
+)
+
+
+def _fd_job_message(message: str, host: str) -> bytes | None:
+    for prefix, text in _FD_JOB_MESSAGES:
+        if message.startswith(prefix):
+            return text.format(host).encode()
+    return None
+
+
 class ServerConnection(_Base):
     """The accepting side: decides TLS or cleartext from the first bytes,
     judges the Hello, authenticates and greets as the daemon would.
@@ -780,7 +800,9 @@ class ServerConnection(_Base):
             self._fail(f"Connection request failed (unknown type): {payload[:100]!r}")
         low, high = HELLO_LENGTH_LIMITS[self._length_window(hello.kind)]
         if not low <= len(payload) <= high:
-            self._fail(f"Invalid connection. Len={len(payload)}")
+            # socket_server.cc: log, sleep 5 s, then BNET_TERMINATE (PROTOCOL.md 11 item 19)
+            self._fail(f"Invalid connection. Len={len(payload)}", b"",
+                       (DelayedReply(cfg.failure_delay, TERMINATE),))
         if in_tls and cfg.psk_name_check:
             self._check_psk_name(hello)
         self.hello = hello
@@ -858,11 +880,17 @@ class ServerConnection(_Base):
             else:
                 self._auth_failed(exc)
         elif cfg.daemon is Daemon.FD:
-            steps = exc.delayed
-            if steps and exc.delayed[0].data == encode_message(b"1999 Authorization failed.\n"):
-                rejected = line(f"Authorization key rejected by {self.peer_host}.\n".encode())
-                steps = (DelayedReply(steps[0].after, rejected + steps[0].data),) + steps[1:]
-            exc = RemoteProtocolError(exc.message, exc.reply, steps, exc.close_after)
+            # The FD's job message about the failure goes to the Director just
+            # before TwoWayAuthenticate()'s own 1999 (PROTOCOL.md 5.5, 15.6).
+            steps, reply = exc.delayed, exc.reply
+            failed = encode_message(b"1999 Authorization failed.\n")
+            jmsg = _fd_job_message(exc.message, self.peer_host)
+            if jmsg is not None:
+                if steps and steps[0].data == failed:
+                    steps = (DelayedReply(steps[0].after, line(jmsg) + steps[0].data),) + steps[1:]
+                elif reply.endswith(failed):  # no sleep in CRAM-MD5: the 1999 went at once
+                    reply = reply[: -len(failed)] + line(jmsg) + failed
+            exc = RemoteProtocolError(exc.message, reply, steps, exc.close_after)
             extra = (DelayedReply(exc.close_after, line(FD_AUTH_FAILED)),) if kind is HelloKind.DIRECTOR else ()
             self._auth_failed(exc, extra, cfg.fd_failure_delay)
         else:
