@@ -110,13 +110,29 @@ class FrameDecoder:
         return data
 
     def receive_data(self, data: bytes) -> list[Event]:
+        """The events ``data`` completes: :class:`Message`, :class:`SignalFrame`,
+        and :class:`ConnectionClosed` for ``b""`` (EOF)."""
+        if not data:
+            self.receive_frames(b"")
+            return [ConnectionClosed()]
+        new = _tuple_new
+        return [
+            new(Message, (item,)) if item.__class__ is bytes else SignalFrame(item)  # type: ignore[arg-type]
+            for item in self.receive_frames(data)
+        ]
+
+    def receive_frames(self, data: bytes) -> list[bytes | int]:
+        """The raw form of :meth:`receive_data`, for hot paths: each frame is its
+        payload (``bytes``, ``b""`` for an empty message) or its signal value (a
+        negative ``int``).  ``b""`` means EOF and returns ``[]``."""
         if self._error is not None:
             raise self._error
         if self._closed:
             raise RemoteProtocolError("data after end of stream")
         if not data:
-            return self._eof()
-        events: list[Event] = []
+            self._eof()
+            return []
+        items: list[bytes | int] = []
         pos = 0
         buf = self._buffer
         if buf:
@@ -125,30 +141,29 @@ class FrameDecoder:
                 missing = self._need - len(buf)
                 if len(data) - pos < missing:
                     buf += data[pos:] if pos else data
-                    return events
+                    return items
                 buf += data[pos : pos + missing]
                 pos += missing
                 if self._need == HEADER_LENGTH:
                     (n,) = _unpack_from(buf, 0)
                     if n > 0:
                         if n > self.max_packet_size:
-                            self._fail(n, events)
+                            self._fail(n, items)
                         self._need = HEADER_LENGTH + n
                         continue
-                    events.append(Message(b"") if n == 0 else SignalFrame(n))
+                    items.append(b"" if n == 0 else n)
                 else:
                     with memoryview(buf) as view:
-                        events.append(Message(bytes(view[HEADER_LENGTH:])))
+                        items.append(bytes(view[HEADER_LENGTH:]))
                 buf.clear()
                 self._need = HEADER_LENGTH
                 break
-        self._parse(data, pos, events)
-        return events
+        self._parse(data, pos, items)
+        return items
 
-    def _parse(self, data: bytes, pos: int, events: list[Event]) -> None:
+    def _parse(self, data: bytes, pos: int, items: list[bytes | int]) -> None:
         # The hot loop: locals only, the header length as a literal 4.
-        append = events.append
-        new = _tuple_new
+        append = items.append
         unpack = _unpack_from
         limit = self.max_packet_size
         end = len(data)
@@ -161,33 +176,30 @@ class FrameDecoder:
                 stop = pos + 4 + n
                 if stop > end:
                     if n > limit:
-                        self._fail(n, events)
+                        self._fail(n, items)
                     self._need = 4 + n
                     break
                 if n > limit:
-                    self._fail(n, events)
-                append(new(Message, (data[pos + 4 : stop],)))
+                    self._fail(n, items)
+                append(data[pos + 4 : stop])
                 pos = stop
-            elif n == 0:
-                append(Message(b""))
-                pos += 4
             else:
-                append(SignalFrame(n))
+                append(n or b"")
                 pos += 4
         if pos < end:
             self._buffer += data[pos:]
 
-    def _fail(self, n: int, events: list[Event]) -> NoReturn:
+    def _fail(self, n: int, items: list[bytes | int]) -> NoReturn:
         self._buffer.clear()
         error = RemoteProtocolError(
             f"Packet size too big ({n} > {self.max_packet_size}). Terminating connection.",
             reply=TERMINATE,
         )
-        error.events = list(events)
+        error.events = [Message(i) if isinstance(i, bytes) else SignalFrame(i) for i in items]
         self._error = error
         raise error
 
-    def _eof(self) -> list[Event]:
+    def _eof(self) -> None:
         self._closed = True
         if self._buffer:
             n = len(self._buffer)
@@ -196,4 +208,3 @@ class FrameDecoder:
                 f"connection closed inside a frame ({n} bytes of it received)"
             )
             raise self._error
-        return [ConnectionClosed()]

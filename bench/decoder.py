@@ -56,6 +56,17 @@ def ours(chunks: list[bytes]) -> list[object]:
     return events
 
 
+def ours_raw(chunks: list[bytes]) -> list[object]:
+    """The raw interface: payload bytes and signal ints, no event objects."""
+    decoder = FrameDecoder()
+    frames: list[object] = []
+    extend = frames.extend
+    receive = decoder.receive_frames
+    for chunk in chunks:
+        extend(receive(chunk))
+    return frames
+
+
 class _Collector(Int32StringReceiver):
     MAX_LENGTH = 1 << 30  # the default, 99999, is too small for anything past 64 KiB frames
 
@@ -174,9 +185,10 @@ def bench_small(count: int, repeats: int, verdicts: list[tuple[str, float, float
     whole = [stream]
     variants = [
         Variant("Int32StringReceiver, 64 KiB chunks", twisted_int32, chunks64k),
-        Variant("bareosproto, 64 KiB chunks", ours, chunks64k),
+        Variant("bareosproto events, 64 KiB chunks", ours, chunks64k),
         Variant("Int32StringReceiver, fed whole", twisted_int32, whole),
-        Variant("bareosproto, fed whole", ours, whole),
+        Variant("bareosproto events, fed whole", ours, whole),
+        Variant("bareosproto raw frames, 64 KiB chunks", ours_raw, chunks64k),
     ]
     race(variants, repeats, payloads)
 
@@ -185,10 +197,12 @@ def bench_small(count: int, repeats: int, verdicts: list[tuple[str, float, float
 
     header(f"(a) 64-byte messages: {count:,} frames, {len(stream) / 1e6:.1f} MB stream, "
            f"best of {repeats + 1}")
-    twisted_chunks, ours_chunks, twisted_whole, ours_whole = variants
+    twisted_chunks, ours_chunks, twisted_whole, ours_whole, ours_raw_chunks = variants
     row(twisted_chunks.name, fps(twisted_chunks.best), fps(twisted_chunks.median), None, None, verdicts)
     row(ours_chunks.name, fps(ours_chunks.best), fps(ours_chunks.median),
         twisted_chunks.best / ours_chunks.best, TARGET_SMALL, verdicts)
+    row(ours_raw_chunks.name, fps(ours_raw_chunks.best), fps(ours_raw_chunks.median),
+        twisted_chunks.best / ours_raw_chunks.best, TARGET_SMALL, verdicts)
     row(twisted_whole.name, fps(twisted_whole.best), fps(twisted_whole.median), None, None, verdicts)
     row(ours_whole.name, fps(ours_whole.best), fps(ours_whole.median),
         twisted_whole.best / ours_whole.best, None, verdicts)
