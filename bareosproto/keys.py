@@ -19,6 +19,7 @@ __all__ = [
     "Secret",
     "password_key",
     "stored_password_key",
+    "as_key",
     "session_key",
     "new_session_key",
     "EMPTY_PASSWORD_KEY",
@@ -94,6 +95,16 @@ def stored_password_key(value: str) -> Secret:
     if key.reveal() == EMPTY_PASSWORD_KEY.encode():
         raise LocalProtocolError("Empty Password not allowed")
     return key
+
+
+def as_key(value: str | Secret) -> Secret:
+    """The key of a password as a daemon's configuration holds it.
+
+    A :class:`Secret` is taken as the key itself; a ``str`` is a configured
+    password value (:func:`stored_password_key`: ``[md5]<hex>`` kept as
+    written, anything else MD5-hashed).
+    """
+    return value if isinstance(value, Secret) else stored_password_key(value)
 
 
 def session_key(random16: bytes) -> Secret:

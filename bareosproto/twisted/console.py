@@ -39,7 +39,7 @@ from ..console import (
 )
 from ..errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ..events import ConnectionClosed, Message, SignalFrame
-from ..keys import Secret, password_key, stored_password_key
+from ..keys import Secret, as_key, password_key
 from ..names import USER_AGENT, ResourceType
 from ..replies import SELF_COMPILED_SERVICES, DirectorGreeting
 from ..tls_policy import TlsPolicy
@@ -55,16 +55,9 @@ __all__ = [
     "DirectorConsoleServer",
     "console_server_factory",
     "CommandHandler",
-    "as_key",
 ]
 
 log = Logger()
-
-
-def as_key(password: str | Secret) -> Secret:
-    """A configured password as Bareos keeps it: clear text is MD5-hashed,
-    ``[md5]<hex>`` kept, a :class:`~bareosproto.keys.Secret` used as is."""
-    return password if isinstance(password, Secret) else stored_password_key(password)
 
 
 # -- console side ---------------------------------------------------------------

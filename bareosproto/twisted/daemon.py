@@ -51,7 +51,7 @@ from ..connection import (
     ServerConfig,
 )
 from ..events import Message, SignalFrame
-from ..keys import Secret, password_key
+from ..keys import Secret, as_key
 from ..names import ResourceType
 from ..replies import SELF_COMPILED_SERVICES
 from ..signals import Signal
@@ -74,7 +74,6 @@ __all__ = [
     "sd_server_factory",
     "director_client_factory",
     "text_lines",
-    "as_key",
 ]
 
 Frame: TypeAlias = Message | SignalFrame
@@ -89,13 +88,6 @@ JobLookup: TypeAlias = (
 
 #: Signals the daemons skip without an answer wherever they read (PROTOCOL.md 9.1, 15.1).
 HEARTBEAT_SIGNALS = frozenset({Signal.BNET_HEARTBEAT, Signal.BNET_HB_RESPONSE})
-
-
-def as_key(password: str | Secret) -> Secret:
-    """A clear config password becomes its MD5 hex key; a Secret is the key itself."""
-    if isinstance(password, Secret):
-        return password
-    return password_key(password)
 
 
 def _is_heartbeat(frame: Frame) -> bool:
