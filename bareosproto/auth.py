@@ -230,7 +230,9 @@ class TwoWayAuth:
 
     def _no_transition(self, kind: AuthInput, event: Event | None) -> None:
         if kind is AuthInput.CLOSED:
-            self._fail("connection closed during authentication", later=False, close_after=0.0)
+            # recv() <= 0 like any network error: a half-closed peer still gets
+            # TwoWayAuthenticate()'s 1999 after the delay.
+            self._fail("connection closed during authentication")
         if kind is AuthInput.SIGNAL and not self._seen_input:
             assert isinstance(event, SignalFrame)
             if event.signal == Signal.BNET_TERMINATE:

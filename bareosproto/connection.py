@@ -32,7 +32,7 @@ from .auth import FAILURE_DELAY, Role, TwoWayAuth
 from .cram import default_nonce
 from .errors import DelayedReply, LocalProtocolError, RemoteProtocolError
 from .events import AuthSucceeded, ConnectionClosed, Event, Message, SignalFrame
-from .frames import TERMINATE, FrameDecoder, encode_message, encode_signal
+from .frames import MAX_MESSAGE_LENGTH, TERMINATE, FrameDecoder, encode_message, encode_signal
 from .hello import HELLO_LENGTH_LIMITS, Hello, HelloKind, detect_peer, parse_hello
 from .keys import Secret
 from .names import USER_AGENT, ResourceType, parse_psk_identity, psk_identity, qualified_name
@@ -135,6 +135,10 @@ class HandshakeComplete(Event):
 
 
 class ConnState(enum.Enum):
+    # identity hash (members are singletons): the table lookup of every frame sent or
+    # received then costs no Python-level Enum.__hash__ call
+    __hash__ = object.__hash__
+
     IDLE = "idle"
     AWAIT_FIRST_BYTES = "await-first-bytes"  #: server: TLS or cleartext Hello?
     TLS_HANDSHAKE = "tls-handshake"  #: immediate TLS
@@ -149,6 +153,8 @@ class ConnState(enum.Enum):
 
 
 class ConnInput(enum.Enum):
+    __hash__ = object.__hash__
+
     INITIATE = "initiate"  #: local: the client starts
     FIRST_BYTES_TLS = "first bytes: TLS"
     FIRST_BYTES_HELLO = "first bytes: cleartext Hello"
@@ -231,7 +237,7 @@ class _Base:
         self._decoder = FrameDecoder()
         self._tls: TlsEngine | None = None
         self._tls_reported = False
-        self._outgoing = bytearray()
+        self._outgoing: list[bytes] = []  # chunks: a frame's payload is not copied here
         self._auth: TwoWayAuth | None = None
         self._error: RemoteProtocolError | None = None
         self._events: list[Event] = []
@@ -260,16 +266,27 @@ class _Base:
     def data_to_send(self) -> bytes:
         """The bytes to write now.  Empty once the connection failed: what Bareos
         writes then is on the error (``reply``, ``delayed``)."""
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
+        return b"".join(self.data_to_send_chunks())
+
+    def data_to_send_chunks(self) -> list[bytes]:
+        """:meth:`data_to_send` as a list of chunks to write in order, without
+        joining them (a cleartext message's payload is the caller's object)."""
+        out, self._outgoing = self._outgoing, []
         if self._tls is not None:
-            out += self._tls.data_to_send()
-        return b"" if self.state is ConnState.FAILED else out
+            tls_out = self._tls.data_to_send()
+            if tls_out:
+                out.append(tls_out)
+        return [] if self.state is ConnState.FAILED else out
 
     def send_message(self, payload: bytes) -> None:
         """Send one message (split above 999,996 bytes as Bareos does); only when OPEN."""
         self._transition(ConnInput.SEND)
-        self._write(encode_message(payload))
+        n = len(payload)
+        if self._tls is None and self.trace is None and 0 < n <= MAX_MESSAGE_LENGTH and type(payload) is bytes:
+            # header and payload as two chunks: the payload is not copied
+            self._outgoing += (n.to_bytes(4, "big"), payload)
+        else:
+            self._write(encode_message(payload))
 
     def send_signal(self, signal: int) -> None:
         """Send a signal frame; only when OPEN."""
@@ -308,7 +325,7 @@ class _Base:
         if self._tls is not None:
             self._tls.send(frame)
         else:
-            self._outgoing += frame
+            self._outgoing.append(frame)
 
     def _through_tls(self, data: bytes) -> bytes:
         """Ciphertext in, plaintext out (or ``data`` itself without TLS)."""
@@ -393,8 +410,13 @@ class _Base:
                 tls.send(step.data)
                 encrypted.append(DelayedReply(step.after, tls.data_to_send()))
             delayed = tuple(encrypted)
+        elif tls is not None and tls.handshake_done:
+            # TLS is over (EOF or an error): nothing more can be written in it;
+            # Bareos' sleeps still decide when the socket closes.
+            close_after += sum(step.after for step in delayed)
+            reply, delayed = b"", ()
         else:
-            reply = bytes(self._outgoing) + reply
+            reply = b"".join(self._outgoing) + reply
             self._outgoing.clear()
         self._fail_with(RemoteProtocolError(message, reply=reply, delayed=delayed, close_after=close_after))
 

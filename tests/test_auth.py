@@ -221,13 +221,16 @@ def test_signal_or_empty_frame_during_auth_is_a_network_error(event: object) -> 
     assert info.value.reply == b"" and info.value.delayed[0].data == encode_message(AUTH_FAILED)
 
 
-def test_eof_during_auth_is_an_error_without_reply() -> None:
-    """The peer closing mid-handshake fails the authentication; nothing is left to send."""
+def test_eof_during_auth_is_a_network_error() -> None:
+    """The peer ending its stream mid-handshake fails the authentication like any network error:
+    a half-closed peer still gets the 1999 after the delay."""
     acceptor = make(Role.ACCEPTOR, DIR)
     acceptor.start()
+    acceptor.data_to_send()
     with pytest.raises(RemoteProtocolError) as info:
         acceptor.receive(ConnectionClosed())
-    assert info.value.delayed == () and info.value.close_after == 0.0
+    assert "closed" in info.value.message and info.value.reply == b""
+    assert [(d.after, d.data) for d in info.value.delayed] == [(5.0, encode_message(AUTH_FAILED))]
 
 
 def test_verdict_other_than_1000_ok_auth_fails() -> None:

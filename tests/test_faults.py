@@ -339,9 +339,12 @@ class Load(Loopback):
             )
             failures = [r for ok, r in results if not ok]
             self.assertEqual(failures, [])
+            self.assertTrue(all(ch.handshake.tls_version == "TLSv1.3" for _, ch in results))
             for _, channel in results:
                 channel.close()
-            self.assertTrue(all(ch.handshake.tls_version == "TLSv1.3" for _, ch in results))
+            await defer.gatherResults([ch.protocol.when_closed() for _, ch in results])
+            while factory.protocols:
+                await task.deferLater(reactor, 0.01, lambda: None)
 
         return self.run_async(run())
 

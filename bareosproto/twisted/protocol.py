@@ -18,9 +18,11 @@ from collections import deque
 from typing import Callable, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..connection import (
     ClientConnection,
@@ -134,6 +136,13 @@ class Channel:
         """Close the connection (after a TLS close_notify when TLS is up)."""
         self._protocol.close()
 
+    def drain(self) -> list[Message | SignalFrame]:
+        """Take the frames that arrived while nobody read them, oldest first
+        (for a reader that installs :attr:`on_unread` after the handshake)."""
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames
+
     # called by the protocol
     def _deliver(self, frame: Message | SignalFrame) -> None:
         if self._readers:
@@ -150,6 +159,7 @@ class Channel:
             d.errback(reason)
 
 
+@implementer(IHalfCloseableProtocol)
 class BareosProtocol(Protocol):
     """One connection: the core does the protocol, this class does the I/O.
 
@@ -184,6 +194,8 @@ class BareosProtocol(Protocol):
         self._timer: DelayedCall | None = None
         self._refusal: list[DelayedCall] = []
         self._refusing = False
+        #: ``reactor.seconds()`` when bytes last arrived (``None``: not yet); for idle timers
+        self.last_received: float | None = None
 
     def __repr__(self) -> str:
         return f"<BareosProtocol {self.conn!r}>"
@@ -229,6 +241,7 @@ class BareosProtocol(Protocol):
             self._flush()
 
     def dataReceived(self, data: bytes) -> None:
+        self.last_received = self.reactor.seconds()
         if self._refusing or self.conn is None:
             return  # Bareos sleeps through a refusal and reads nothing
         try:
@@ -243,6 +256,34 @@ class BareosProtocol(Protocol):
         self._flush()
         for ev in events:
             self._dispatch(ev)
+
+    def readConnectionLost(self) -> None:
+        """The peer ended its stream (FIN) but can still read, as a Bareos socket
+        can: the core sees EOF, and a refusal it answers with is still written
+        (for instance the Director's ``1999 You are not authorized.``) before we
+        close our side."""
+        if self._refusing or self.conn is None:
+            return
+        try:
+            events = self.conn.receive_data(b"")
+        except RemoteProtocolError as exc:
+            self._refuse(exc)
+            return
+        except ProtocolError as exc:
+            self.error = exc
+            events = []
+        self._flush()
+        for ev in events:
+            self._dispatch(ev)
+        out = self._out
+        if out is not None:
+            out.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Our write side is closed: nothing more can be sent, so close."""
+        out = self._out
+        if out is not None:
+            out.loseConnection()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self._cancel_timer()
@@ -273,9 +314,9 @@ class BareosProtocol(Protocol):
         out = self._out
         if self.conn is None or out is None:
             return
-        data = self.conn.data_to_send()
-        if data:
-            out.write(data)
+        chunks = self.conn.data_to_send_chunks()  # a payload goes out uncopied
+        if chunks:
+            out.writeSequence(chunks)
 
     def _dispatch(self, ev: Event) -> None:
         if isinstance(ev, (Message, SignalFrame)):
