@@ -116,6 +116,7 @@ class _SlotProtocol(BareosProtocol):
 
 
 class _Slot(Factory):
+    noisy = False
     """The protocol factory of one ClientService: builds at most one live connection at a time."""
 
     def __init__(self, connector: ClientInitiatedConnector) -> None:

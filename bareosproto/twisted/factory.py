@@ -42,8 +42,11 @@ class BareosServerFactory(Factory):
     completed; ``channel.handshake`` says who it is.  Refused connections
     never reach it: they get Bareos' replies and delays and are closed.
     ``handshake_timeout`` drops a peer that does not finish (or never speaks)
-    in time.
+    in time.  Each connection logs one line (``twisted.logger``): who
+    authenticated, with which TLS, or why it was refused.
     """
+
+    noisy = False
 
     def __init__(
         self,

@@ -325,10 +325,11 @@ class BareosProtocol(Protocol):
             self._cancel_timer()
             self.handshake = ev
             self.log.info(
-                "bareosproto: {hello_kind} {name} authenticated, TLS {tls}",
+                "bareosproto: {peer} {hello_kind} {name!r} authenticated, TLS {tls}",
+                peer=self._peer(),
                 hello_kind=ev.hello.kind.value,
                 name=ev.hello.name,
-                tls=ev.tls_version or "none",
+                tls=f"{ev.tls_version} {ev.cipher}" if ev.tls_version else "none",
             )
             self._handshake_obs.fire(ev)
             if self.on_handshake is not None:
@@ -343,7 +344,7 @@ class BareosProtocol(Protocol):
         self.error = exc
         self._refusing = True
         self._cancel_timer()
-        self.log.info("bareosproto: refused: {why}", why=exc.message)
+        self.log.info("bareosproto: {peer} refused: {why}", peer=self._peer(), why=exc.message)
         if not self._handshake_obs.fired:
             self._handshake_obs.fire(Failure(exc))
         out = self._out
@@ -358,6 +359,12 @@ class BareosProtocol(Protocol):
             self._refusal.append(self.reactor.callLater(at, self._close_after_refusal))
         else:
             self._close_after_refusal()
+
+    def _peer(self) -> str:
+        transport = self.transport
+        peer = transport.getPeer() if transport is not None else None
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        return f"{host}:{port}" if host is not None else "-"
 
     def _write_step(self, step: DelayedReply) -> None:
         out = self._out
