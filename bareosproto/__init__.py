@@ -19,7 +19,7 @@ from .frames import (
     encode_signal,
 )
 from .hello import Hello, HelloKind, PeerInfo, detect_peer, parse_hello
-from .keys import Secret, new_session_key, password_key, session_key, stored_password_key
+from .keys import Secret, as_key, new_session_key, password_key, session_key, stored_password_key
 from .names import ResourceType, bash, psk_identity, parse_psk_identity, qualified_name, unbash
 from .replies import (
     DirectorGreeting,
@@ -67,6 +67,7 @@ __all__ = [
     "TERMINATE",
     "TlsPolicy",
     "TwoWayAuth",
+    "as_key",
     "bash",
     "detect_peer",
     "encode_message",
