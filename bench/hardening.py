@@ -188,9 +188,14 @@ def main() -> int:
 
     from twisted.internet import reactor as global_reactor
 
+    errors: list[Any] = []
     d = defer.Deferred.fromCoroutine(net(global_reactor))
-    d.addBoth(lambda r: (global_reactor.stop(), r)[1])  # type: ignore[attr-defined]
+    d.addErrback(errors.append)
+    d.addBoth(lambda _: global_reactor.stop())  # type: ignore[attr-defined]
     global_reactor.run()  # type: ignore[attr-defined]
+    if errors:
+        print(f"the loopback part failed: {errors[0].getTraceback()}")
+        return 1
     print(f"concurrent TLS-PSK handshakes: {result['concurrent']}, failures: {result['concurrent_failures']} "
           f"({result['concurrent_seconds']:.2f} s, one reactor thread)")
     print(f"connect/disconnect cycles: {result['cycles']} in {result['cycle_seconds']:.1f} s; "
