@@ -206,6 +206,14 @@ SERVER_TRANSITIONS: dict[tuple[ConnState, ConnInput], ConnState] = {
     (_S.OPEN, _I.EOF): _S.CLOSED,
 }
 
+# The byte path of an open connection skips the lookup of what the tables say about it:
+# a frame received or sent leaves the connection OPEN.
+assert all(
+    table[(_S.OPEN, what)] is _S.OPEN
+    for table in (CLIENT_TRANSITIONS, SERVER_TRANSITIONS)
+    for what in (_I.FRAME, _I.SEND)
+)
+
 # connection type -> (Hello kind, resource type of our challenge name, greeting expected)
 _CLIENT_TYPES: dict[ConnectionType, tuple[HelloKind, ResourceType | None, bool]] = {
     ConnectionType.CONSOLE: (HelloKind.CONSOLE, ResourceType.R_CONSOLE, True),
@@ -280,7 +288,8 @@ class _Base:
 
     def send_message(self, payload: bytes) -> None:
         """Send one message (split above 999,996 bytes as Bareos does); only when OPEN."""
-        self._transition(ConnInput.SEND)
+        if self.state is not ConnState.OPEN:  # (OPEN, SEND) -> OPEN: nothing to look up
+            self._transition(ConnInput.SEND)
         n = len(payload)
         if self._tls is None and self.trace is None and 0 < n <= MAX_MESSAGE_LENGTH and type(payload) is bytes:
             # header and payload as two chunks: the payload is not copied
@@ -327,11 +336,13 @@ class _Base:
         else:
             self._outgoing.append(frame)
 
-    def _through_tls(self, data: bytes) -> bytes:
-        """Ciphertext in, plaintext out (or ``data`` itself without TLS)."""
+    def _through_tls(self, data: bytes) -> bytes | memoryview:
+        """Ciphertext in, plaintext out (or ``data`` itself without TLS).  The
+        plaintext may be a view of the TLS engine's buffer, valid until the
+        engine is called again: the frame decoder copies out what it keeps."""
         if self._tls is None:
             return data
-        plain = self._tls.receive_data(data)
+        plain = self._tls.receive_data_view(data)
         if self._tls.handshake_done and not self._tls_reported:
             self._tls_reported = True
             self._events.append(
@@ -345,8 +356,15 @@ class _Base:
     def _on_tls_done(self) -> None:
         raise NotImplementedError
 
-    def _frames(self, plain: bytes, eof: bool) -> None:
-        if plain:
+    def _frames(self, plain: bytes | memoryview, eof: bool) -> None:
+        if plain and self.state is ConnState.OPEN and self.trace is None:
+            # (OPEN, FRAME) -> OPEN: every frame of an open connection is an event as it is
+            events = self._decoder.receive_data(plain)
+            if self._events:
+                self._events += events
+            else:
+                self._events = events
+        elif plain:
             for ev in self._decoder.receive_data(plain):
                 self._on_frame(ev)
                 if self.state in (ConnState.TLS_HANDSHAKE, ConnState.POST_AUTH_TLS):

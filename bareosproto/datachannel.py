@@ -608,6 +608,7 @@ def _encode(frames: tuple[OutFrame, ...] | list[OutFrame]) -> bytes:
     return b"".join(encode_signal(f) if isinstance(f, int) else encode_message(f) for f in frames)
 
 
+_tuple_new = tuple.__new__  # StreamData(payload) without a Python-level call
 _TERM = int(Signal.BNET_TERMINATE)
 _EOD = int(Signal.BNET_EOD)
 _IGNORED_SIGNALS = frozenset({int(Signal.BNET_HEARTBEAT), int(Signal.BNET_HB_RESPONSE)})
@@ -668,6 +669,11 @@ class DataSession:
         to :meth:`send_data`, uncopied) and signals (negative ints)."""
         out, self._out = self._out, []
         return out
+
+    @property
+    def has_frames_to_send(self) -> bool:
+        """Whether :meth:`frames_to_send` has anything."""
+        return bool(self._out)
 
     def data_to_send(self) -> bytes:
         """:meth:`frames_to_send`, framed as bytes."""
@@ -876,7 +882,7 @@ class DataSession:
         if self._error is not None:
             raise self._error
         if type(frame) is Message and self.state in _DATA_LOOPS and self.side is Side.ANSWERER:
-            self._events = [StreamData(frame[0])]  # the hot path of (stream, C_DATA)
+            self._events = [_tuple_new(StreamData, frame)]  # the hot path of (stream, C_DATA)
             return self._events
         self._events = []
         if self.side is Side.ANSWERER:

@@ -36,6 +36,9 @@ _pack = _HEADER.pack
 _unpack_from = _HEADER.unpack_from
 _StructError = struct.error
 _tuple_new = tuple.__new__  # Message is a tuple: built without a Python-level call
+#: A chunk that is all payload of an unfinished frame is kept by reference, not
+#: copied, if it is at least this long.
+_KEEP_MIN = 4096
 
 
 def encode_message(payload: bytes) -> bytes:
@@ -78,20 +81,33 @@ class FrameDecoder:
     A positive header above :data:`MAX_PACKET_SIZE` raises
     :class:`RemoteProtocolError` (its reply is ``BNET_TERMINATE``, which is
     what Bareos turns such a header into) before any of its payload is
-    buffered, so the decoder never holds more than one header and 1,000,000
-    payload bytes.  The frames completed before the bad header in the same
-    call are on the exception as ``events``.  After an error, or after EOF,
-    every further call raises again.
+    buffered, so the decoder never holds more than one unfinished frame: a
+    header and at most 1,000,000 payload bytes.  The frames completed before
+    the bad header in the same call are on the exception as ``events``.
+    After an error, or after EOF, every further call raises again.
+
+    Copies: a frame inside one chunk is sliced out of it (one copy of its
+    payload).  The pieces of a frame that spans chunks are joined once, when
+    the last one arrives: chunks wholly inside the payload are kept as they
+    came (``bytes`` of at least 4 KiB by reference; smaller ones are copied
+    together, so feeding byte by byte costs no object per byte), the last
+    piece is read in place, and only the first piece, the end of an earlier
+    chunk, is copied to be kept (a view of it would keep that whole chunk
+    alive, and with it the allocator from reusing its memory).
     """
 
-    __slots__ = ("_buffer", "_need", "_error", "_closed", "max_packet_size")
+    __slots__ = ("_head", "_parts", "_size", "_missing", "_error", "_closed", "max_packet_size")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         if not 0 < max_packet_size <= MAX_PACKET_SIZE:
             raise LocalProtocolError(f"max_packet_size must be 1..{MAX_PACKET_SIZE}")
-        self._buffer = bytearray()
-        #: bytes the unfinished frame in ``_buffer`` needs in all (header included)
-        self._need = HEADER_LENGTH
+        #: the first 1-3 bytes of a header whose rest has not come yet
+        self._head = b""
+        #: the pieces received so far of the payload whose header was complete
+        self._parts: list[bytes | bytearray | memoryview] = []
+        #: that payload's length, and how many of its bytes are still to come (0: none pending)
+        self._size = 0
+        self._missing = 0
         self._error: RemoteProtocolError | None = None
         self._closed = False
         self.max_packet_size = max_packet_size
@@ -99,19 +115,26 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet part of a complete frame."""
-        return len(self._buffer)
+        if self._missing:
+            return HEADER_LENGTH + self._size - self._missing
+        return len(self._head)
 
     def take_buffered(self) -> bytes:
         """Hand the bytes not yet decoded to another layer (a TLS engine, a
         new phase) and forget them: no byte is dropped or read twice."""
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        self._need = HEADER_LENGTH
+        if self._missing:
+            data = _pack(self._size) + b"".join(self._parts)
+        else:
+            data = self._head
+        self._reset()
         return data
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | memoryview) -> list[Event]:
         """The events ``data`` completes: :class:`Message`, :class:`SignalFrame`,
-        and :class:`ConnectionClosed` for ``b""`` (EOF)."""
+        and :class:`ConnectionClosed` for ``b""`` (EOF).
+
+        ``data`` may be a view of a buffer the caller reuses after the call
+        (decrypted TLS records): the decoder copies out what it keeps."""
         if not data:
             self.receive_frames(b"")
             return [ConnectionClosed()]
@@ -121,7 +144,7 @@ class FrameDecoder:
             for item in self.receive_frames(data)
         ]
 
-    def receive_frames(self, data: bytes) -> list[bytes | int]:
+    def receive_frames(self, data: bytes | memoryview) -> list[bytes | int]:
         """The raw form of :meth:`receive_data`, for hot paths: each frame is its
         payload (``bytes``, ``b""`` for an empty message) or its signal value (a
         negative ``int``).  ``b""`` means EOF and returns ``[]``."""
@@ -134,63 +157,76 @@ class FrameDecoder:
             return []
         items: list[bytes | int] = []
         pos = 0
-        buf = self._buffer
-        if buf:
-            # Complete the frame begun in an earlier call.
-            while True:
-                missing = self._need - len(buf)
-                if len(data) - pos < missing:
-                    buf += data[pos:] if pos else data
-                    return items
-                buf += data[pos : pos + missing]
-                pos += missing
-                if self._need == HEADER_LENGTH:
-                    (n,) = _unpack_from(buf, 0)
-                    if n > 0:
-                        if n > self.max_packet_size:
-                            self._fail(n, items)
-                        self._need = HEADER_LENGTH + n
-                        continue
-                    items.append(b"" if n == 0 else n)
-                else:
-                    with memoryview(buf) as view:
-                        items.append(bytes(view[HEADER_LENGTH:]))
-                buf.clear()
-                self._need = HEADER_LENGTH
-                break
+        missing = self._missing
+        if missing:
+            # The payload of a frame begun in an earlier call.
+            end = len(data)
+            if end < missing:
+                self._keep(data, 0)
+                self._missing = missing - end
+                return items
+            parts = self._parts
+            parts.append(data if end == missing else memoryview(data)[:missing])
+            items.append(b"".join(parts))
+            self._reset()
+            if end == missing:
+                return items
+            pos = missing
+        elif self._head:
+            # 1-3 bytes of a header: put them before the new bytes (a copy of this
+            # chunk, but only when a header is cut, which a bulk stream rarely does)
+            data = self._head + data
+            self._head = b""
         self._parse(data, pos, items)
         return items
 
-    def _parse(self, data: bytes, pos: int, items: list[bytes | int]) -> None:
+    def _parse(self, data: bytes | memoryview, pos: int, items: list[bytes | int]) -> None:
         # The hot loop: locals only, the header length as a literal 4.
         append = items.append
         unpack = _unpack_from
         limit = self.max_packet_size
         end = len(data)
+        view = data.__class__ is not bytes  # slices of a view are views: copy them to bytes
         while True:
             try:
                 (n,) = unpack(data, pos)
             except _StructError:  # fewer than 4 bytes left
-                break
+                if pos < end:
+                    self._head = bytes(data[pos:])
+                return
             if n > 0:
-                stop = pos + 4 + n
-                if stop > end:
-                    if n > limit:
-                        self._fail(n, items)
-                    self._need = 4 + n
-                    break
                 if n > limit:
                     self._fail(n, items)
-                append(data[pos + 4 : stop])
+                stop = pos + 4 + n
+                if stop > end:
+                    self._size = n
+                    self._missing = stop - end
+                    if pos + 4 < end:
+                        self._keep(data, pos + 4)
+                    return
+                append(bytes(data[pos + 4 : stop]) if view else data[pos + 4 : stop])  # type: ignore[arg-type]
                 pos = stop
             else:
                 append(n or b"")
                 pos += 4
-        if pos < end:
-            self._buffer += data[pos:]
+
+    def _keep(self, data: bytes | memoryview, start: int) -> None:
+        """Hold ``data[start:]``, a piece of the unfinished payload."""
+        parts = self._parts
+        if not start and len(data) >= _KEEP_MIN and data.__class__ is bytes:
+            parts.append(data)  # not copied
+        elif parts and parts[-1].__class__ is bytearray:
+            parts[-1] += memoryview(data)[start:]
+        else:
+            parts.append(bytearray(memoryview(data)[start:]))
+
+    def _reset(self) -> None:
+        self._head = b""
+        self._parts.clear()
+        self._size = self._missing = 0
 
     def _fail(self, n: int, items: list[bytes | int]) -> NoReturn:
-        self._buffer.clear()
+        self._reset()
         error = RemoteProtocolError(
             f"Packet size too big ({n} > {self.max_packet_size}). Terminating connection.",
             reply=TERMINATE,
@@ -201,9 +237,9 @@ class FrameDecoder:
 
     def _eof(self) -> None:
         self._closed = True
-        if self._buffer:
-            n = len(self._buffer)
-            self._buffer.clear()
+        n = self.buffered
+        if n:
+            self._reset()
             self._error = RemoteProtocolError(
                 f"connection closed inside a frame ({n} bytes of it received)"
             )

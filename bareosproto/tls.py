@@ -85,12 +85,19 @@ TLS12_PSK_CIPHERS = ":".join(
 #: TLS 1.3 suites usable with a classic-callback PSK (bound to SHA-256).
 TLS13_PSK_SUITES = ("TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256")
 
-#: How long a read from the incoming BIO may be (the largest TLS record).
-_READ_SIZE = 65536
+#: The most plaintext one TLS record carries.
+_RECORD_SIZE = 16384
+#: A buffer the records are decrypted into is kept for the next ones when it is at
+#: least this large (bulk data); a smaller one is not (an idle connection holds none).
+_KEEP_BUFFER = 4 * _RECORD_SIZE
 
 
 class TlsState(enum.Enum):
     """States of :class:`TlsEngine` (the TLS protocol state is OpenSSL's)."""
+
+    # identity hash (members are singletons): the table lookup of every record sent or
+    # received then costs no Python-level Enum.__hash__ call
+    __hash__ = object.__hash__
 
     HANDSHAKE = "HANDSHAKE"  #: until the handshake completes
     OPEN = "OPEN"  #: application data both ways
@@ -101,6 +108,8 @@ class TlsState(enum.Enum):
 
 class TlsInput(enum.Enum):
     """Inputs of the :data:`TLS_TRANSITIONS` table (caller calls and OpenSSL outcomes)."""
+
+    __hash__ = object.__hash__
 
     RECEIVE = "receive_data"
     SEND = "send"
@@ -318,6 +327,8 @@ class TlsEngine:
         self._state = TlsState.HANDSHAKE
         self._pending: list[bytes] = []
         self._trailing = b""
+        #: the buffer bulk records are decrypted into, reused (see _decrypt)
+        self._plain = bytearray()
         self._handshake_complete = False
         self._peer_closed = False
         self._close_notify_received = False
@@ -410,6 +421,14 @@ class TlsEngine:
 
     def receive_data(self, data: bytes) -> bytes:
         """Feed bytes from the peer; return the application bytes they complete."""
+        plain = self.receive_data_view(data)
+        return plain if plain.__class__ is bytes else bytes(plain)
+
+    def receive_data_view(self, data: bytes) -> bytes | memoryview:
+        """:meth:`receive_data` without a copy: the plaintext as a view of the
+        engine's buffer, valid until the next call on the engine (the records
+        are decrypted straight into that buffer; a frame decoder copies out
+        what it keeps)."""
         self._transition(TlsInput.RECEIVE)
         if self._state is TlsState.CLOSED:
             self._trailing += data
@@ -418,11 +437,13 @@ class TlsEngine:
             self._in.write(data)
         else:
             self._in.write_eof()
-        with self._active():
-            if self._state is TlsState.HANDSHAKE:
-                if not self._step_handshake():
-                    return b""
-            return self._read_all()
+        token = _active_engine.set(self)
+        try:
+            if self._state is TlsState.HANDSHAKE and not self._step_handshake():
+                return b""
+            return self._decrypt()
+        finally:
+            _active_engine.reset(token)
 
     def send(self, data: bytes) -> None:
         """Encrypt ``data`` as one TLS record (several above 16 KiB)."""
@@ -432,8 +453,11 @@ class TlsEngine:
         if self._state is TlsState.HANDSHAKE:
             self._pending.append(bytes(data))
             return
-        with self._active():
+        token = _active_engine.set(self)
+        try:
             self._write(data)
+        finally:
+            _active_engine.reset(token)
 
     def data_to_send(self) -> bytes:
         """Everything to write to the transport now (handshake, records, alerts)."""
@@ -482,11 +506,28 @@ class TlsEngine:
         except ssl.SSLError as exc:
             self._fail(exc, handshake=False)
 
-    def _read_all(self) -> bytes:
-        chunks: list[bytes] = []
+    def _decrypt(self) -> bytes | memoryview:
+        """Decrypt every record the incoming BIO holds, one after the other, into
+        a buffer; returns the plaintext, a view of that buffer."""
+        buf = self._plain
+        # The plaintext is shorter than the ciphertext waiting in the BIO, plus at
+        # most one record OpenSSL may have begun to read in an earlier call.
+        need = self._in.pending + _RECORD_SIZE + 256
+        if len(buf) < need:
+            buf = bytearray(need)  # a new one: a view of the old one may be alive
+            if need >= _KEEP_BUFFER:
+                self._plain = buf  # bulk data: reuse it
+        read: Callable[[int, memoryview], int] = self._obj.read  # type: ignore[assignment]  # into a buffer
+        view = memoryview(buf)
+        filled = 0
         while True:
+            room = len(buf) - filled
+            if not room:  # not expected; but never fail for want of room
+                buf = self._plain = buf + bytes(len(buf))
+                view = memoryview(buf)
+                room = len(buf) - filled
             try:
-                chunk = self._obj.read(_READ_SIZE)
+                n = read(room, view[filled:])
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
@@ -496,12 +537,12 @@ class TlsEngine:
                 self._on_eof()
                 break
             except ssl.SSLError as exc:
-                self._fail(exc, handshake=False, plaintext=b"".join(chunks))
-            if not chunk:  # read() gives b"" for a close_notify
+                self._fail(exc, handshake=False, plaintext=bytes(buf[:filled]))
+            if not n:  # read() gives 0 for a close_notify
                 self._on_close_notify()
                 break
-            chunks.append(chunk)
-        return b"".join(chunks)
+            filled += n
+        return view[:filled] if filled else b""
 
     def _on_close_notify(self) -> None:
         self._peer_closed = True

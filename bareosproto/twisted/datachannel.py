@@ -198,14 +198,19 @@ class _DataChannel:
 
     def _flush(self) -> None:
         frames = self.session.frames_to_send()
-        if self._closed:
+        if self._closed or not frames:
             return
         protocol = self.protocol
-        for out in frames:
-            if isinstance(out, int):
-                protocol.send_signal(out)
-            else:
-                protocol.send_message(out)
+        conn = protocol.conn
+        assert conn is not None
+        try:
+            for out in frames:
+                if out.__class__ is int:
+                    conn.send_signal(out)
+                else:
+                    conn.send_message(out)  # type: ignore[arg-type]
+        finally:
+            protocol._flush()  # the frames go out in one writeSequence()
 
     def _call(self, method: Callable[..., object], *args: Any) -> None:
         if self.error is not None:
@@ -226,14 +231,23 @@ class _DataChannel:
 
     def _frame(self, frame: Message | SignalFrame) -> bool:
         if self.error is None:
+            session = self.session
             try:
-                events = self.session.receive_frame(frame)
+                events = session.receive_frame(frame)
             except RemoteProtocolError as exc:
                 self._refused(exc)
                 return True
-            self._flush()
+            if session.has_frames_to_send:
+                self._flush()
             for event in events:
-                self._event(event)
+                kind = event.__class__
+                if (kind is StreamData or kind is RecordData) and self.on_event is None \
+                        and not self._reading_paused and not self._queue:
+                    sink = self._sink  # the data path: _event() and _deliver() in one
+                    if sink is not None:
+                        sink.write(event[0])  # type: ignore[index]
+                else:
+                    self._event(event)
         return True
 
     def _refused(self, exc: RemoteProtocolError) -> None:

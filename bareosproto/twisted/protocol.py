@@ -254,8 +254,13 @@ class BareosProtocol(Protocol):
             self.abort()
             return
         self._flush()
+        deliver = self.channel._deliver
         for ev in events:
-            self._dispatch(ev)
+            kind = ev.__class__
+            if kind is Message or kind is SignalFrame:  # the frames of an open connection
+                deliver(ev)  # type: ignore[arg-type]
+            else:
+                self._dispatch(ev)
 
     def readConnectionLost(self) -> None:
         """The peer ended its stream (FIN) but can still read, as a Bareos socket
@@ -311,10 +316,10 @@ class BareosProtocol(Protocol):
         return self.transport
 
     def _flush(self) -> None:
-        out = self._out
-        if self.conn is None or out is None:
+        conn, out = self.conn, self.transport
+        if conn is None or out is None:
             return
-        chunks = self.conn.data_to_send_chunks()  # a payload goes out uncopied
+        chunks = conn.data_to_send_chunks()  # a payload goes out uncopied
         if chunks:
             out.writeSequence(chunks)
 
