@@ -181,3 +181,25 @@ def test_auth_machines_on_arbitrary_frames(role: Role, events: list[object]) -> 
             assert isinstance(exc, LocalProtocolError) and machine.state.value == "done"
             break
         machine.data_to_send()
+
+
+@given(frames, st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=20))
+def test_decoder_copies_what_it_keeps_from_a_reused_buffer(events: list[Message | SignalFrame], sizes: list[int]) -> None:
+    """Fed views of one buffer that the caller overwrites after each call (as the TLS path does),
+    the decoder still returns exactly the encoded frames."""
+    data = encode(events)
+    decoder = FrameDecoder()
+    scratch = bytearray(max(sizes))
+    out: list[object] = []
+    pos = 0
+    i = 0
+    while pos < len(data):
+        n = sizes[i % len(sizes)]
+        i += 1
+        piece = data[pos : pos + n]
+        scratch[: len(piece)] = piece
+        with memoryview(scratch)[: len(piece)] as view:
+            out += decoder.receive_data(view)
+        scratch[:] = b"\xaa" * len(scratch)  # the caller reuses its buffer
+        pos += n
+    assert out == events
