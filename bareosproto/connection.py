@@ -354,6 +354,12 @@ class _Base:
         return plain
 
     def _on_tls_done(self) -> None:
+        if self.state is ConnState.TLS_HANDSHAKE:
+            self._transition(ConnInput.TLS_DONE)
+        elif self.state is ConnState.POST_AUTH_TLS:
+            self._after_auth()
+
+    def _after_auth(self) -> None:
         raise NotImplementedError
 
     def _frames(self, plain: bytes | memoryview, eof: bool) -> None:
@@ -378,7 +384,9 @@ class _Base:
                 self._on_frame(ev)
 
     def _feed_tls(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Bytes after a frame that switched to TLS: they belong to the TLS engine."""
+        plain = self._through_tls(data)
+        self._frames(plain, eof=False)
 
     def _on_frame(self, ev: Event) -> None:
         if self.trace is not None and not isinstance(ev, ConnectionClosed):
@@ -545,16 +553,6 @@ class ClientConnection(_Base):
             raise LocalProtocolError("receive_data() before initiate()")
         plain = self._through_tls(data)
         self._frames(plain, eof=not data)
-
-    def _feed_tls(self, data: bytes) -> None:
-        plain = self._through_tls(data)
-        self._frames(plain, eof=False)
-
-    def _on_tls_done(self) -> None:
-        if self.state is ConnState.TLS_HANDSHAKE:
-            self._transition(ConnInput.TLS_DONE)
-        elif self.state is ConnState.POST_AUTH_TLS:
-            self._after_auth()
 
     def _authenticated(self, result: AuthSucceeded) -> None:
         self._remote_policy = result.remote_policy
@@ -794,16 +792,6 @@ class ServerConnection(_Base):
             data = first
         plain = self._through_tls(data)
         self._frames(plain, eof=not data)
-
-    def _feed_tls(self, data: bytes) -> None:
-        plain = self._through_tls(data)
-        self._frames(plain, eof=False)
-
-    def _on_tls_done(self) -> None:
-        if self.state is ConnState.TLS_HANDSHAKE:
-            self._transition(ConnInput.TLS_DONE)
-        elif self.state is ConnState.POST_AUTH_TLS:
-            self._after_auth()
 
     def _on_other_frame(self, ev: Event) -> None:
         if self.state is ConnState.AWAIT_HELLO:

@@ -7,6 +7,7 @@ authentication events out of :class:`bareosproto.auth.TwoWayAuth`.
 from __future__ import annotations
 
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -42,7 +43,14 @@ class Message(tuple[bytes], Event):
     def __new__(cls, payload: bytes) -> Message:
         return tuple.__new__(cls, (payload,))
 
-    payload = property(itemgetter(0), doc="The frame's payload bytes.")
+    if TYPE_CHECKING:
+
+        @property
+        def payload(self) -> bytes:
+            """The frame's payload bytes."""
+
+    else:
+        payload = property(itemgetter(0), doc="The frame's payload bytes.")  # a C-level getter
 
     @property
     def text(self) -> str:

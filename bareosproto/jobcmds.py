@@ -45,6 +45,7 @@ from .names import bash, unbash
 from .scan import bsscanf
 
 __all__ = [
+    "bad_command_line",
     "FdJobCommand",
     "FdJobOk",
     "SdJobCommand",
