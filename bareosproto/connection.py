@@ -23,6 +23,7 @@ after ``close_after`` seconds): the caller writes it and closes.
 from __future__ import annotations
 
 import enum
+import functools
 import ssl
 from typing import Callable, NoReturn
 
@@ -230,6 +231,13 @@ _CLIENT_TYPES: dict[ConnectionType, tuple[HelloKind, ResourceType | None, bool]]
 
 #: The SD's challenge name towards a passive FD is this literal, bashed.
 FILE_DAEMON_NAME = b"File\x01daemon"
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_psk_client_context(identity: str, key: Secret) -> ssl.SSLContext:
+    """One client context per identity and key: building one costs more than a
+    whole cleartext login, and one context serves any number of connections."""
+    return psk_client_context(identity, key)
 
 
 class _Base:
@@ -512,7 +520,7 @@ class ClientConnection(_Base):
         self._key = key
         self.tls_policy = tls_policy
         if tls and tls_context is None:
-            tls_context = psk_client_context(psk_identity(self.hello.peer_type, hello_name), key)
+            tls_context = _cached_psk_client_context(psk_identity(self.hello.peer_type, hello_name), key)
         self._tls_context = tls_context
         self._post_auth_tls_context = post_auth_tls_context
         self._greeting: Greeting | None = None

@@ -18,7 +18,7 @@ Contenders, interleaved round-robin with the order rotated every repeat:
     concurrent raw TCP connect/close cycles on the same reactor (the server
     closes at once, the client waits for the end, as in a login).
 (b) python-bareos ``DirectorConsole`` (blocking, so sequential, in a thread),
-    cleartext: connect, login, ``autodisplay off``, close.  Baseline: a blocking
+    cleartext and TLS-PSK: connect, login, ``autodisplay off``, close.  Baseline: a blocking
     raw TCP connect/close loop in a thread against the same raw server.
 
 Rates are logins (or cycles) per second; "best" is the fastest repeat,
@@ -53,6 +53,7 @@ CONSOLES = {
     "bench": Credentials(KEY, TlsPolicy.NONE),  # our clients, cleartext
     "bench-tls": Credentials(KEY, TlsPolicy.REQUIRED),  # our clients, TLS-PSK
     "pyb": Credentials(KEY, TlsPolicy.NONE),  # python-bareos, cleartext
+    "pyb-tls": Credentials(KEY, TlsPolicy.REQUIRED),  # python-bareos, TLS-PSK
 }
 
 
@@ -67,7 +68,7 @@ def director_factory(reactor: Any) -> BareosServerFactory:
     )
 
     def on_channel(channel: Channel) -> None:
-        if channel.handshake.hello.name != "pyb":
+        if not channel.handshake.hello.name.startswith("pyb"):
             channel.close()
             return
 
@@ -139,13 +140,13 @@ async def concurrently(one: Callable[[], Awaitable[None]], total: int, concurren
     return time.perf_counter() - t0
 
 
-def python_bareos_logins(port: int, count: int) -> float:
+def python_bareos_logins(port: int, count: int, tls: bool = False) -> float:
     from bareos.bsock import DirectorConsole
 
     t0 = time.perf_counter()
     for _ in range(count):
-        console = DirectorConsole(address="127.0.0.1", port=port, name="pyb", password=PASSWORD,
-                                  tls_psk_enable=False)
+        console = DirectorConsole(address="127.0.0.1", port=port, name="pyb-tls" if tls else "pyb",
+                                  password=PASSWORD, tls_psk_enable=tls)
         console.close()
     return time.perf_counter() - t0
 
@@ -224,6 +225,8 @@ async def amain(reactor: Any, args: argparse.Namespace) -> None:
                   lambda: deferToThread(blocking_raw_cycles, rport, seq)),
         Contender("python-bareos DirectorConsole login, cleartext, sequential", seq,
                   lambda: deferToThread(python_bareos_logins, dport, seq)),
+        Contender("python-bareos DirectorConsole login, TLS-PSK, sequential", seq,
+                  lambda: deferToThread(python_bareos_logins, dport, seq, True)),
     ]
     print(f"handshakes: {n} logins per timed run with {CONCURRENCY} clients, {seq} sequential "
           f"python-bareos logins, {args.repeats} repeats after a warm-up; Python {sys.version.split()[0]}")
@@ -231,9 +234,11 @@ async def amain(reactor: Any, args: argparse.Namespace) -> None:
     table("(a) our clients against our Director (reactor: " + type(reactor).__name__ + ")", concurrent[0], concurrent[1:])
     await race(sequential, args.repeats)
     table("(b) python-bareos (blocking, in a thread) against our Director", sequential[0], sequential[1:])
-    ours, pyb = concurrent[1], sequential[1]
     print()
-    print(f"our cleartext logins/s over python-bareos logins/s: {ours.best / pyb.best:.1f}")
+    for mode, ours, pyb in (("cleartext", concurrent[1], sequential[1]), ("TLS-PSK", concurrent[2], sequential[2])):
+        ratio = ours.best / pyb.best
+        print(f"{mode}: our logins/s ({CONCURRENCY} concurrent) over python-bareos logins/s (sequential): "
+              f"{ratio:.1f}x, target >= 3x: {'met' if ratio >= 3 else 'NOT MET'}")
     await director.stopListening()
     await raw.stopListening()
 

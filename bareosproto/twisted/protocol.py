@@ -233,6 +233,11 @@ class BareosProtocol(Protocol):
     # -- Twisted -----------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        # Each flight goes out in one write; with Nagle and delayed ACKs a
+        # flight that follows another small write would wait ~40 ms.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.conn = self._make_connection()
         if self.handshake_timeout is not None:
             self._timer = self.reactor.callLater(self.handshake_timeout, self._timed_out)
