@@ -401,7 +401,10 @@ class _Base:
             self.trace("recv", ev)
         if self.state is ConnState.AUTH:
             assert self._auth is not None
-            result = self._auth.receive(ev)
+            try:
+                result = self._auth.receive(ev)
+            except RemoteProtocolError as exc:
+                self._daemon_auth_failure(exc)
             self._flush_auth()
             if result is not None:
                 self._authenticated(result)
@@ -428,6 +431,10 @@ class _Base:
             self._write(out)
 
     def _authenticated(self, result: AuthSucceeded) -> None:
+        raise NotImplementedError
+
+    def _daemon_auth_failure(self, exc: RemoteProtocolError) -> NoReturn:
+        """Fail as this side's daemon does after ``TwoWayAuthenticate()`` failed."""
         raise NotImplementedError
 
     # -- failure -------------------------------------------------------------
@@ -580,18 +587,7 @@ class ClientConnection(_Base):
             self._transition(ConnInput.AUTH_DONE_NO_GREETING)
             self._complete(None)
 
-    def _on_frame(self, ev: Event) -> None:
-        if self.state is ConnState.AUTH:
-            try:
-                super()._on_frame(ev)
-            except RemoteProtocolError as exc:
-                if exc is self._error:
-                    raise
-                self._client_auth_failed(exc)
-            return
-        super()._on_frame(ev)
-
-    def _client_auth_failed(self, exc: RemoteProtocolError) -> None:
+    def _daemon_auth_failure(self, exc: RemoteProtocolError) -> NoReturn:
         extra: tuple[DelayedReply, ...] = ()
         if self.conn_type is ConnectionType.DIRECTOR_FD:
             # the Director sends BNET_TERMINATE after its own sleep (PROTOCOL.md 15.6)
@@ -890,18 +886,7 @@ class ServerConnection(_Base):
 
     # -- authentication ------------------------------------------------------
 
-    def _on_frame(self, ev: Event) -> None:
-        if self.state is ConnState.AUTH:
-            try:
-                super()._on_frame(ev)
-            except RemoteProtocolError as exc:
-                if exc is self._error:
-                    raise
-                self._server_auth_failed(exc)
-            return
-        super()._on_frame(ev)
-
-    def _server_auth_failed(self, exc: RemoteProtocolError) -> None:
+    def _daemon_auth_failure(self, exc: RemoteProtocolError) -> NoReturn:
         """Append what each daemon sends after ``TwoWayAuthenticate()`` failed."""
         assert self.hello is not None
         cfg = self.config
