@@ -10,7 +10,7 @@ import sys
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "bareosproto"
-CORE = sorted(p for p in PACKAGE.glob("*.py") if p.name != "demo.py" and p.name != "__main__.py")
+CORE = sorted(PACKAGE.glob("*.py"))
 FORBIDDEN = {"twisted", "socket", "time", "random", "asyncio", "select", "selectors", "threading", "datetime", "logging"}
 
 

@@ -53,7 +53,7 @@ from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.internet.task import deferLater, react
 from zope.interface import implementer
 
-from . import (
+from .. import (
     BAREOS_26,
     FrameDecoder,
     Message,
@@ -64,14 +64,14 @@ from . import (
     TlsPolicy,
     password_key,
 )
-from .bareos_base64 import ALPHABET
-from .connection import ClientConnection, ConnectionType, Credentials, Daemon, ServerConfig
-from .console import CommandResult, UnknownCommand
-from .datachannel import SessionKind
-from .errors import RemoteProtocolError
-from .events import Event
-from .hello import HelloKind
-from .jobcmds import (
+from ..bareos_base64 import ALPHABET
+from ..connection import ClientConnection, ConnectionType, Credentials, Daemon, ServerConfig
+from ..console import CommandResult, UnknownCommand
+from ..datachannel import SessionKind
+from ..errors import RemoteProtocolError
+from ..events import Event
+from ..hello import HelloKind
+from ..jobcmds import (
     FdJobCommand,
     FdJobOk,
     PassiveClientCommand,
@@ -86,10 +86,10 @@ from .jobcmds import (
     parse_sd_command,
     parse_setup_reply,
 )
-from .keys import new_session_key
-from .monitor import MonitorTarget
-from .routing import JobKind, Peer, Site, director_setup
-from .twisted import (
+from ..keys import new_session_key
+from ..monitor import MonitorTarget
+from ..routing import JobKind, Peer, Site, director_setup
+from ..twisted import (
     BareosServerFactory,
     Channel,
     DaemonChannel,
@@ -98,11 +98,11 @@ from .twisted import (
     sd_server_factory,
     server_endpoint,
 )
-from .twisted.client_initiated import ClientInitiatedConnector, client_initiated_connection
-from .twisted.console import ConsoleServerSession, ConsoleSession
-from .twisted.datachannel import DataAnswerer, DataCommander, DataSink
-from .twisted.monitor import MonitorClient, MonitorService, monitor_connection
-from .twisted.pool import DirectorPoolFactory, WaitingConnectionPool, connect_client
+from ..twisted.client_initiated import ClientInitiatedConnector, client_initiated_connection
+from ..twisted.console import ConsoleServerSession, ConsoleSession
+from ..twisted.datachannel import DataAnswerer, DataCommander, DataSink
+from ..twisted.monitor import MonitorClient, MonitorService, monitor_connection
+from ..twisted.pool import DirectorPoolFactory, WaitingConnectionPool, connect_client
 
 DIRECTOR = "bareos-dir"
 STORAGE = "demo-sd"

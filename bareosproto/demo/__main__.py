@@ -1,0 +1,5 @@
+import sys
+
+from .topology import main
+
+sys.exit(main())
