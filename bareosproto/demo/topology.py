@@ -55,7 +55,6 @@ from zope.interface import implementer
 
 from .. import (
     BAREOS_26,
-    FrameDecoder,
     Message,
     ResourceType,
     Secret,
@@ -300,13 +299,14 @@ class Net:
                 proto.abort()
 
 
-def send_refusal(channel: DaemonChannel, exc: RemoteProtocolError) -> None:
-    """Send the frames a daemon answers a line it refuses with (they are on the error)."""
-    for frame in FrameDecoder().receive_data(exc.reply):
-        if isinstance(frame, Message):
-            channel.send_line(frame.payload)
-        elif isinstance(frame, SignalFrame):
-            channel.send_signal(frame.signal)
+def run_session(name: str, channel: DaemonChannel, session: Any) -> Deferred[None]:
+    """Run a daemon's session coroutine; a failure is printed and closes the channel."""
+
+    def failed(failure: Any) -> None:
+        print(f"  ! {name}: {failure.getErrorMessage()}")
+        channel.close()
+
+    return Deferred.fromCoroutine(session).addErrback(failed)
 
 
 def status_reply(name: str, started: float, jobs: int) -> list[bytes]:
@@ -445,11 +445,7 @@ class FileDaemon:
         return self.serve(DaemonChannel(channel))
 
     def serve(self, channel: DaemonChannel) -> Deferred[None]:
-        def failed(failure: Any) -> None:
-            print(f"  ! {self.name}: {failure.getErrorMessage()}")
-            channel.close()
-
-        return Deferred.fromCoroutine(self.session(channel)).addErrback(failed)
+        return run_session(self.name, channel, self.session(channel))
 
     async def session(self, channel: DaemonChannel) -> None:
         """The Director's commands, as ``filed/dir_cmd.cc`` answers them."""
@@ -464,7 +460,7 @@ class FileDaemon:
             try:
                 command = parse_fd_command(line)
             except RemoteProtocolError as exc:
-                send_refusal(channel, exc)
+                channel.send_refusal(exc)
                 break
             if isinstance(command, FdJobCommand):
                 job = FdJob(command)
@@ -656,11 +652,7 @@ class StorageDaemon:
             MonitorService(channel.channel, MonitorTarget.SD,
                            lambda _cmd, _line: status_reply(STORAGE, self.started, len(self.jobs)))
         else:
-            def failed(failure: Any) -> None:
-                print(f"  ! {STORAGE}: {failure.getErrorMessage()}")
-                channel.close()
-
-            Deferred.fromCoroutine(self.session(channel)).addErrback(failed)
+            run_session(STORAGE, channel, self.session(channel))
 
     async def session(self, channel: DaemonChannel) -> None:
         """The Director's job session, as ``stored/dir_cmd.cc`` answers it."""
@@ -675,7 +667,7 @@ class StorageDaemon:
             try:
                 command = parse_sd_command(line)
             except RemoteProtocolError as exc:
-                send_refusal(channel, exc)
+                channel.send_refusal(exc)
                 break
             if isinstance(command, SdJobCommand):
                 key = new_session_key()

@@ -436,33 +436,6 @@ class DirectorConsoleServer(BareosServerFactory):
             self.on_session(session)
 
 
-def console_server_factory(
-    reactor: ReactorTime,
-    director_name: str,
-    consoles: Mapping[str, ConsoleCredentials],
-    director_password: str | Secret | None,
-    handler: CommandHandler | None,
-    *,
-    release: BareosVersion = BAREOS_26,
-    tls: bool = True,
-    director_tls_policy: TlsPolicy = TlsPolicy.REQUIRED,
-    failure_delay: float = FAILURE_DELAY,
-    services_text: str = SELF_COMPILED_SERVICES,
-    handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
-    on_session: Callable[[ConsoleServerSession], object] | None = None,
-) -> DirectorConsoleServer:
-    """A :class:`DirectorConsoleServer` (a ``BareosServerFactory``) to listen with."""
-    return DirectorConsoleServer(
-        reactor,
-        director_name,
-        consoles,
-        director_password,
-        handler,
-        release=release,
-        tls=tls,
-        director_tls_policy=director_tls_policy,
-        failure_delay=failure_delay,
-        services_text=services_text,
-        handshake_timeout=handshake_timeout,
-        on_session=on_session,
-    )
+#: A :class:`DirectorConsoleServer` (a ``BareosServerFactory``) to listen with;
+#: the same arguments.
+console_server_factory = DirectorConsoleServer

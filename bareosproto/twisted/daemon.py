@@ -50,7 +50,9 @@ from ..connection import (
     HandshakeComplete,
     ServerConfig,
 )
+from ..errors import RemoteProtocolError
 from ..events import Message, SignalFrame
+from ..frames import FrameDecoder
 from ..keys import Secret, as_key
 from ..names import ResourceType
 from ..replies import SELF_COMPILED_SERVICES
@@ -236,6 +238,16 @@ class DaemonChannel:
         return self.read_reply(until_eod)
 
     text_lines = staticmethod(text_lines)
+
+    def send_refusal(self, error: RemoteProtocolError) -> None:
+        """Send the frames a daemon answers a line it refuses with: the
+        ``reply`` of a :class:`~bareosproto.errors.RemoteProtocolError` raised
+        by a parser such as :func:`bareosproto.jobcmds.parse_fd_command`."""
+        for frame in FrameDecoder().receive_data(error.reply):
+            if isinstance(frame, Message):
+                self._channel.send(frame.payload)
+            elif isinstance(frame, SignalFrame):
+                self._channel.send_signal(int(frame.signal))
 
     # -- ending ------------------------------------------------------------
 
