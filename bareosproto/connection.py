@@ -32,7 +32,7 @@ import attrs
 from .auth import FAILURE_DELAY, Role, TwoWayAuth
 from .cram import default_nonce
 from .errors import DelayedReply, LocalProtocolError, RemoteProtocolError
-from .events import AuthSucceeded, ConnectionClosed, Event, Message, SignalFrame
+from .events import AuthSucceeded, ConnectionClosed, Event, Message
 from .frames import MAX_MESSAGE_LENGTH, TERMINATE, FrameDecoder, encode_message, encode_signal
 from .hello import HELLO_LENGTH_LIMITS, Hello, HelloKind, detect_peer, parse_hello
 from .keys import Secret

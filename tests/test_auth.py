@@ -21,7 +21,6 @@ from bareosproto import (
     TlsPolicy,
     TwoWayAuth,
     encode_message,
-    encode_signal,
     password_key,
     qualified_name,
 )

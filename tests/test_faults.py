@@ -23,7 +23,6 @@ from bareosproto.connection import (
     ConnState,
     Credentials,
     Daemon,
-    HandshakeComplete,
     ServerConfig,
     ServerConnection,
 )

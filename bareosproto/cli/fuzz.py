@@ -858,7 +858,6 @@ class Fuzzer:
         consumed = 0
         server_challenge: bytes | None = None
         our_challenge: bytes | None = None
-        mutated = False
         for current in STEPS:
             if not out:
                 break
@@ -876,7 +875,6 @@ class Fuzzer:
                 if eof:
                     live.shutdown_write()
                     att.eof_sent = True
-                mutated = True
                 break
             live.write(out)
             att.writes.append(Write(current, out, False))

@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..connection import ClientConnection, ConnectionType, Credentials, Daemon, ServerConfig
+from ..connection import ClientConnection, ConnectionType, Credentials, ServerConfig
 from ..errors import LocalProtocolError
 from ..events import Message, SignalFrame
 from ..keys import Secret, password_key
