@@ -13,36 +13,43 @@ No ``=`` padding is ever emitted.
 
 from __future__ import annotations
 
+import binascii
+
 __all__ = ["encode", "decode", "ALPHABET"]
 
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _DECODE = {c: i for i, c in enumerate(ALPHABET)}
+_CHARS = [bytes([c]) for c in ALPHABET]
+_b2a = binascii.b2a_base64
 
 
 def encode(data: bytes, standard: bool = False) -> bytes:
     """``BinToBase64(data, use_standard_encoding=standard)``."""
-    out = bytearray()
-    reg = 0
-    rem = 0
-    i = 0
+    if standard:
+        return _b2a(data, newline=False).rstrip(b"=")
+    # Bareos' routine keeps the bits not yet sent in a register and ORs each
+    # new byte in as a signed char: a byte >= 0x80 sets the unsent low bits of
+    # the byte before it (2 bits before the 2nd byte of each 3-byte group, 4
+    # bits before the 3rd).  With those bits set, the full groups are RFC 4648.
     n = len(data)
-    while i < n:
-        if rem < 6:
-            b = data[i]
-            if not standard and b >= 0x80:
-                b -= 0x100  # signed char, sign-extended below by the mask
-            reg = ((reg << 8) | b) & 0xFFFFFFFF
-            i += 1
-            rem += 8
-        rem -= 6
-        out.append(ALPHABET[(reg >> rem) & 0x3F])
-    if rem:
-        mask = (1 << rem) - 1
-        if standard:
-            out.append(ALPHABET[(reg & mask) << (6 - rem)])
-        else:
-            out.append(ALPHABET[reg & mask])
-    return bytes(out)
+    fixed: bytearray | None = None
+    for i in range(1, n, 3):
+        if data[i] >= 0x80:
+            if fixed is None:
+                fixed = bytearray(data)
+            fixed[i - 1] |= 0x03
+    for i in range(2, n, 3):
+        if data[i] >= 0x80:
+            if fixed is None:
+                fixed = bytearray(data)
+            fixed[i - 1] |= 0x0F
+    text = _b2a(data if fixed is None else fixed, newline=False)
+    tail = n % 3
+    if tail == 1:  # "XY==": the last byte's 2 low bits, right-aligned
+        return text[:-3] + _CHARS[data[-1] & 0x03]
+    if tail == 2:  # "XYZ=": the last byte's 4 low bits, right-aligned
+        return text[:-2] + _CHARS[data[-1] & 0x0F]
+    return text
 
 
 def decode(text: bytes) -> bytes:

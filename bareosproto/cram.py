@@ -165,7 +165,6 @@ def verify_response(key: Secret, token: bytes, payload: bytes, accept_standard: 
     nul = payload.find(b"\x00")
     if nul >= 0:
         payload = payload[:nul]
-    ok = hmac.compare_digest(payload, compute_response(key, token, False))
-    if accept_standard:
-        ok |= hmac.compare_digest(payload, compute_response(key, token, True))
-    return ok
+    if hmac.compare_digest(payload, compute_response(key, token, False)):
+        return True
+    return accept_standard and hmac.compare_digest(payload, compute_response(key, token, True))

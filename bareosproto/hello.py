@@ -21,6 +21,7 @@ is the server's first look at a cleartext Hello
 from __future__ import annotations
 
 import enum
+import functools
 import re
 
 import attrs
@@ -234,6 +235,7 @@ def _scan_version(payload: bytes, fmt: bytes) -> tuple[int, int, int] | None:
 _STOUL = re.compile(rb"^[ \t\n\v\f\r]*[+-]?[0-9]+")
 
 
+@functools.lru_cache(maxsize=64)
 def _console_protocol(word: bytes) -> int | None:
     """``major*100+minor`` as ``std::stoul`` reads it; ``None`` if invalid."""
     parts = word.split(b".")

@@ -20,87 +20,94 @@ returns -1.
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 __all__ = ["bsscanf"]
 
-_SPACE = frozenset(b" \t\n\v\f\r")
-_DIGITS = frozenset(b"0123456789")
+# Each format becomes one regular expression with possessive quantifiers
+# (``*+``, ``?+``, ``{0,n}+``): like the C loop, a directive takes all it can
+# and never gives bytes back, so a later literal cannot make it match less.
+_WS = rb"[ \t\n\v\f\r]"
+_NOT_WS = rb"[^ \t\n\v\f\r]"
 _DIRECTIVE = re.compile(rb"%(\d*)(hh|h|ll|l|q)?([sduc%])")
-_compiled: dict[bytes, list[tuple[str, object]]] = {}
+
+_Convert = Callable[[bytes], "int | bytes"]
 
 
-def _compile(fmt: bytes) -> list[tuple[str, object]]:
-    ops: list[tuple[str, object]] = []
-    i = 0
-    while i < len(fmt):
-        c = fmt[i]
-        if c == 0x25:  # '%'
-            m = _DIRECTIVE.match(fmt, i)
-            if m is None:
-                raise ValueError(f"unsupported directive in {fmt!r}")
-            width, size, conv = m.group(1), m.group(2), m.group(3)
-            if conv == b"s":
-                ops.append(("s", int(width) if width else None))
-            elif conv in (b"u", b"d"):
-                bits = 64 if size in (b"ll", b"q") else 16 if size == b"h" else 32
-                ops.append((conv.decode(), bits))
-            elif conv == b"c":
-                ops.append(("c", None))
+def _integer(bits: int, signed: bool) -> _Convert:
+    """Digits (after an optional ``-`` for ``%d``) to the C integer they land in."""
+    mask = (1 << bits) - 1
+
+    def convert(text: bytes) -> int:
+        negative = signed and text[:1] == b"-"
+        digits = text[1:] if negative else text
+        value = (int(digits) if digits else 0) & 0xFFFFFFFFFFFFFFFF
+        if negative:
+            value = -value
+        value &= mask
+        if signed and value >> (bits - 1):
+            value -= 1 << bits
+        return value
+
+    return convert
+
+
+def _char(text: bytes) -> int:
+    return text[0] if text else 0
+
+
+class _Format:
+    __slots__ = ("pattern", "converts", "all_strings")
+
+    def __init__(self, fmt: bytes) -> None:
+        parts: list[bytes] = []
+        converts: list[_Convert | None] = []  # None: the bytes as they are (%s)
+        i = 0
+        while i < len(fmt):
+            c = fmt[i]
+            if c == 0x25:  # '%'
+                m = _DIRECTIVE.match(fmt, i)
+                if m is None:
+                    raise ValueError(f"unsupported directive in {fmt!r}")
+                width, size, conv = m.group(1), m.group(2), m.group(3)
+                if conv == b"s":
+                    parts.append(b"(" + _NOT_WS + (b"{0,%d}+" % int(width) if width else b"*+") + b")")
+                    converts.append(None)
+                elif conv in (b"u", b"d"):
+                    bits = 64 if size in (b"ll", b"q") else 16 if size == b"h" else 32
+                    parts.append(b"(-?+[0-9]*+)" if conv == b"d" else b"([0-9]*+)")
+                    converts.append(_integer(bits, conv == b"d"))
+                elif conv == b"c":
+                    # past the end %c still converts (to 0) and moves on
+                    parts.append(b"(.?+)")
+                    converts.append(_char)
+                else:
+                    parts.append(b"%")
+                i = m.end()
+            elif c in b" \t\n\v\f\r":
+                parts.append(_WS + b"*+")
+                i += 1
             else:
-                ops.append(("lit", 0x25))
-            i = m.end()
-        elif c in _SPACE:
-            ops.append(("ws", None))
-            i += 1
-        else:
-            ops.append(("lit", c))
-            i += 1
-    return ops
+                parts.append(re.escape(bytes([c])))
+                i += 1
+        self.pattern = re.compile(b"".join(parts), re.DOTALL)
+        self.converts = tuple(converts)
+        self.all_strings = all(f is None for f in converts)
+
+
+_compiled: dict[bytes, _Format] = {}
 
 
 def bsscanf(buf: bytes, fmt: bytes) -> list[int | bytes] | None:
     """Scan ``buf`` with ``fmt`` as Bareos does; ``None`` on a mismatch."""
-    ops = _compiled.get(fmt)
-    if ops is None:
-        ops = _compiled[fmt] = _compile(fmt)
+    compiled = _compiled.get(fmt)
+    if compiled is None:
+        compiled = _compiled[fmt] = _Format(fmt)
     nul = buf.find(b"\x00")
-    if nul >= 0:
-        buf = buf[:nul]
-    n = len(buf)
-    pos = 0
-    values: list[int | bytes] = []
-    for op, arg in ops:
-        if op == "lit":
-            if pos >= n or buf[pos] != arg:
-                return None
-            pos += 1
-        elif op == "ws":
-            while pos < n and buf[pos] in _SPACE:
-                pos += 1
-        elif op == "s":
-            start = pos
-            limit = n if arg is None else min(n, pos + int(arg))  # type: ignore[call-overload]
-            while pos < limit and buf[pos] not in _SPACE:
-                pos += 1
-            values.append(buf[start:pos])
-        elif op == "c":
-            values.append(buf[pos] if pos < n else 0)
-            pos += 1
-        else:
-            negative = False
-            if op == "d" and pos < n and buf[pos] == 0x2D:
-                negative = True
-                pos += 1
-            start = pos
-            while pos < n and buf[pos] in _DIGITS:
-                pos += 1
-            value = int(buf[start:pos]) if pos > start else 0
-            bits = int(arg)  # type: ignore[call-overload]
-            value &= (1 << 64) - 1
-            if negative:
-                value = -value
-            value &= (1 << bits) - 1
-            if op == "d" and value >= 1 << (bits - 1):
-                value -= 1 << bits
-            values.append(value)
-    return values
+    m = compiled.pattern.match(buf, 0, nul if nul >= 0 else len(buf))
+    if m is None:
+        return None
+    groups: tuple[bytes, ...] = m.groups()
+    if compiled.all_strings:
+        return list(groups)
+    return [g if f is None else f(g) for f, g in zip(compiled.converts, groups)]

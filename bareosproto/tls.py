@@ -518,9 +518,12 @@ class TlsEngine:
             if need >= _KEEP_BUFFER:
                 self._plain = buf  # bulk data: reuse it
         read: Callable[[int, memoryview], int] = self._obj.read  # type: ignore[assignment]  # into a buffer
+        incoming, pending = self._in, self._obj.pending
         view = memoryview(buf)
         filled = 0
         while True:
+            if not incoming.pending and not incoming.eof and not pending():
+                break  # nothing OpenSSL could read (read() would raise SSLWantReadError)
             room = len(buf) - filled
             if not room:  # not expected; but never fail for want of room
                 buf = self._plain = buf + bytes(len(buf))

@@ -3,35 +3,44 @@
     python bench/handshakes.py            # full run
     python bench/handshakes.py --quick    # a few seconds
 
-One process, one reactor, everything on 127.0.0.1.  The server is a
-``BareosServerFactory`` with ``Daemon.DIRECTOR`` that knows two consoles and
-whose ``on_channel`` is trivial: for console ``bench`` it closes right after the
-greeting (``1000\\x1eOK: ...`` and ``1002\\x1e...``), for console ``pyb`` it
-answers the one command python-bareos sends after its login
-(``autodisplay off``) with ``BNET_EOD`` and then closes.
+The server runs in a process of its own, as a Director does; the clients run
+in this process, all on 127.0.0.1.  The server is a ``BareosServerFactory``
+with ``Daemon.DIRECTOR`` that knows four consoles and whose ``on_channel`` is
+trivial: for the consoles ``bench*`` it closes right after the greeting
+(``1000\\x1eOK: ...`` and ``1002\\x1e...``), for ``pyb*`` it answers the one
+command python-bareos sends after its login (``autodisplay off``) with
+``BNET_EOD`` and then closes.  Beside it, in the same process, a raw TCP server
+closes every connection at once.
 
 Contenders, interleaved round-robin with the order rotated every repeat:
 
-(a) 50 concurrent clients of ours (``connect()`` with a console
-    ``ClientConnection``), cleartext and TLS-PSK (TLS 1.3): a login is TCP
-    connect, Hello, CRAM-MD5 both ways, greeting, close.  Baseline: 50
-    concurrent raw TCP connect/close cycles on the same reactor (the server
-    closes at once, the client waits for the end, as in a login).
-(b) python-bareos ``DirectorConsole`` (blocking, so sequential, in a thread),
-    cleartext and TLS-PSK: connect, login, ``autodisplay off``, close.  Baseline: a blocking
-    raw TCP connect/close loop in a thread against the same raw server.
+* 50 concurrent clients of ours (``connect()`` with a console
+  ``ClientConnection``) on this process's reactor, cleartext and TLS-PSK (TLS
+  1.3): a login is TCP connect, Hello, CRAM-MD5 both ways, greeting, close.
+  Reference: 50 concurrent raw TCP connect/close cycles against the raw server.
+* python-bareos ``DirectorConsole`` (blocking, so sequential; run in this
+  process while its reactor has nothing to do), cleartext and TLS-PSK:
+  connect, login, ``autodisplay off``, close.  Reference: a blocking raw TCP
+  connect/close loop.
 
 Rates are logins (or cycles) per second; "best" is the fastest repeat,
-"median" the median; the ratio is best over the baseline's best (how many
-logins per raw TCP connection a second buys).
+"median" the median.  The CPU columns are the CPU time (user + system) per
+login of the server process and of this process in the best repeat (from
+``/proc``, Linux only).  The last lines divide our logins per second by
+python-bareos' (target >= 3x).  ``--same-process`` runs the server on this
+process's reactor instead, for comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import socket
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,7 +48,6 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from bareosproto import ResourceType, Signal, TlsPolicy, password_key
@@ -87,15 +95,60 @@ class CloseAtOnce(Protocol):
         self.transport.loseConnection()
 
 
+async def listen(reactor: Any) -> tuple[int, int]:
+    """The Director and the raw server on ephemeral ports of 127.0.0.1."""
+    raw_factory = Factory.forProtocol(CloseAtOnce)
+    raw_factory.noisy = False
+    director = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(director_factory(reactor))
+    raw = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(raw_factory)
+    return director.getHost().port, raw.getHost().port
+
+
+def serve() -> None:
+    """The server process: print the two ports, serve until stdin ends."""
+
+    async def run(reactor: Any) -> None:
+        dport, rport = await listen(reactor)
+        print(dport, rport, flush=True)
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def wait_for_stdin_end() -> None:
+            sys.stdin.read()
+            reactor.callFromThread(done.callback, None)
+
+        threading.Thread(target=wait_for_stdin_end, daemon=True).start()
+        await done
+
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
+
+
+# -- CPU time ---------------------------------------------------------------------------------------
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system seconds of another process, from /proc (None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- one cycle of each contender --------------------------------------------------------------------
+
+
 class WaitForClose(Protocol):
     def __init__(self) -> None:
         self.done: defer.Deferred[None] = defer.Deferred()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self.done.callback(None)
-
-
-# -- one cycle of each contender --------------------------------------------------------------------
 
 
 def login(reactor: Any, port: int, tls: bool) -> Callable[[], Awaitable[None]]:
@@ -125,8 +178,8 @@ def raw_cycle(reactor: Any, port: int) -> Callable[[], Awaitable[None]]:
     return one
 
 
-async def concurrently(one: Callable[[], Awaitable[None]], total: int, concurrency: int) -> float:
-    """Run ``total`` cycles with ``concurrency`` workers; return the seconds taken."""
+async def concurrently(one: Callable[[], Awaitable[None]], total: int, concurrency: int) -> None:
+    """Run ``total`` cycles with ``concurrency`` workers."""
     left = [total]
 
     async def worker() -> None:
@@ -134,54 +187,62 @@ async def concurrently(one: Callable[[], Awaitable[None]], total: int, concurren
             left[0] -= 1
             await one()
 
-    t0 = time.perf_counter()
     await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(concurrency)],
                               consumeErrors=True)
-    return time.perf_counter() - t0
 
 
-def python_bareos_logins(port: int, count: int, tls: bool = False) -> float:
+def python_bareos_logins(port: int, count: int, tls: bool = False) -> None:
     from bareos.bsock import DirectorConsole
 
-    t0 = time.perf_counter()
     for _ in range(count):
         console = DirectorConsole(address="127.0.0.1", port=port, name="pyb-tls" if tls else "pyb",
                                   password=PASSWORD, tls_psk_enable=tls)
         console.close()
-    return time.perf_counter() - t0
 
 
-def blocking_raw_cycles(port: int, count: int) -> float:
-    t0 = time.perf_counter()
+def blocking_raw_cycles(port: int, count: int) -> None:
     for _ in range(count):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             while sock.recv(4096):
                 pass
-    return time.perf_counter() - t0
 
 
 # -- reporting ------------------------------------------------------------------------------------
 
 
 class Contender:
-    def __init__(self, name: str, count: int, run: Callable[[], Awaitable[float]]) -> None:
+    def __init__(self, name: str, count: int, run: Callable[[], Awaitable[None]], server_pid: int | None) -> None:
         self.name = name
         self.count = count
         self.run = run
-        self.rates: list[float] = []
+        self.server_pid = server_pid
+        #: (logins per second, server CPU ms per login or None, client CPU ms per login)
+        self.runs: list[tuple[float, float | None, float]] = []
 
     async def once(self, record: bool = True) -> None:
-        seconds = await self.run()
+        pid = self.server_pid
+        s0 = process_cpu(pid) if pid else None
+        c0 = own_cpu()
+        t0 = time.perf_counter()
+        await self.run()
+        seconds = time.perf_counter() - t0
+        c1 = own_cpu()
+        s1 = process_cpu(pid) if pid else None
+        server = (s1 - s0) * 1e3 / self.count if s0 is not None and s1 is not None else None
         if record:
-            self.rates.append(self.count / seconds)
+            self.runs.append((self.count / seconds, server, (c1 - c0) * 1e3 / self.count))
 
     @property
     def best(self) -> float:
-        return max(self.rates)
+        return max(r[0] for r in self.runs)
 
     @property
     def median(self) -> float:
-        return statistics.median(self.rates)
+        return statistics.median(r[0] for r in self.runs)
+
+    def cpu(self) -> tuple[str, str]:
+        _, server, client = max(self.runs, key=lambda r: r[0])
+        return (f"{server:.3f}" if server is not None else "-"), f"{client:.3f}"
 
 
 async def race(contenders: list[Contender], repeats: int) -> None:
@@ -192,55 +253,72 @@ async def race(contenders: list[Contender], repeats: int) -> None:
             await contenders[(i + r) % len(contenders)].once()
 
 
-ROW = "{:<58} {:>10} {:>10} {:>8}  {}"
+ROW = "{:<58} {:>9} {:>9} {:>11} {:>11}"
 
 
-def table(title: str, baseline: Contender, others: list[Contender]) -> None:
+def table(title: str, contenders: list[Contender]) -> None:
     print()
     print(title)
-    print(ROW.format("contender", "best/s", "median/s", "ratio", ""))
-    print(ROW.format(baseline.name, f"{baseline.best:,.0f}", f"{baseline.median:,.0f}", "1.000", "(baseline)"))
-    for c in others:
-        print(ROW.format(c.name, f"{c.best:,.0f}", f"{c.median:,.0f}", f"{c.best / baseline.best:.3f}", ""))
+    print(ROW.format("contender", "best/s", "median/s", "server ms", "client ms"))
+    for c in contenders:
+        print(ROW.format(c.name, f"{c.best:,.0f}", f"{c.median:,.0f}", *c.cpu()))
+
+
+def blocking(fn: Callable[..., None], *args: Any) -> Callable[[], Awaitable[None]]:
+    """A blocking loop run on the reactor thread: nothing else runs in this process meanwhile."""
+
+    async def run() -> None:
+        fn(*args)
+
+    return run
 
 
 async def amain(reactor: Any, args: argparse.Namespace) -> None:
-    director = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(director_factory(reactor))
-    raw = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(CloseAtOnce))
-    dport, rport = director.getHost().port, raw.getHost().port
-    n = args.logins
-    seq = args.sequential
-    reactor.suggestThreadPoolSize(2)
-
+    server: subprocess.Popen[str] | None = None
+    if args.same_process:
+        dport, rport = await listen(reactor)
+        where = "the server on this process's reactor (--same-process)"
+    else:
+        server = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None
+        dport, rport = map(int, server.stdout.readline().split())
+        where = f"the server in its own process (pid {server.pid})"
+    pid = server.pid if server is not None else None
+    n, seq = args.logins, args.sequential
     concurrent = [
         Contender(f"raw TCP connect/close, {CONCURRENCY} concurrent", n,
-                  lambda: concurrently(raw_cycle(reactor, rport), n, CONCURRENCY)),
+                  lambda: concurrently(raw_cycle(reactor, rport), n, CONCURRENCY), pid),
         Contender(f"bareosproto console login, cleartext, {CONCURRENCY} concurrent", n,
-                  lambda: concurrently(login(reactor, dport, False), n, CONCURRENCY)),
+                  lambda: concurrently(login(reactor, dport, False), n, CONCURRENCY), pid),
         Contender(f"bareosproto console login, TLS-PSK, {CONCURRENCY} concurrent", n,
-                  lambda: concurrently(login(reactor, dport, True), n, CONCURRENCY)),
+                  lambda: concurrently(login(reactor, dport, True), n, CONCURRENCY), pid),
     ]
     sequential = [
         Contender("raw TCP connect/close, blocking, sequential", seq,
-                  lambda: deferToThread(blocking_raw_cycles, rport, seq)),
+                  blocking(blocking_raw_cycles, rport, seq), pid),
         Contender("python-bareos DirectorConsole login, cleartext, sequential", seq,
-                  lambda: deferToThread(python_bareos_logins, dport, seq)),
+                  blocking(python_bareos_logins, dport, seq), pid),
         Contender("python-bareos DirectorConsole login, TLS-PSK, sequential", seq,
-                  lambda: deferToThread(python_bareos_logins, dport, seq, True)),
+                  blocking(python_bareos_logins, dport, seq, True), pid),
     ]
     print(f"handshakes: {n} logins per timed run with {CONCURRENCY} clients, {seq} sequential "
-          f"python-bareos logins, {args.repeats} repeats after a warm-up; Python {sys.version.split()[0]}")
-    await race(concurrent, args.repeats)
-    table("(a) our clients against our Director (reactor: " + type(reactor).__name__ + ")", concurrent[0], concurrent[1:])
-    await race(sequential, args.repeats)
-    table("(b) python-bareos (blocking, in a thread) against our Director", sequential[0], sequential[1:])
+          f"python-bareos logins, {args.repeats} repeats after a warm-up; Python {sys.version.split()[0]}; "
+          f"{where}; {os.cpu_count()} CPUs")
+    try:
+        await race(concurrent + sequential, args.repeats)
+    finally:
+        if server is not None:
+            assert server.stdin is not None
+            server.stdin.close()
+            server.wait(10)
+    table(f"(a) our clients, {CONCURRENCY} concurrent (reactor: {type(reactor).__name__})", concurrent)
+    table("(b) blocking clients, one at a time", sequential)
     print()
     for mode, ours, pyb in (("cleartext", concurrent[1], sequential[1]), ("TLS-PSK", concurrent[2], sequential[2])):
         ratio = ours.best / pyb.best
         print(f"{mode}: our logins/s ({CONCURRENCY} concurrent) over python-bareos logins/s (sequential): "
-              f"{ratio:.1f}x, target >= 3x: {'met' if ratio >= 3 else 'NOT MET'}")
-    await director.stopListening()
-    await raw.stopListening()
+              f"{ratio:.2f}x, target >= 3x: {'met' if ratio >= 3 else 'NOT MET'}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,10 +327,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, help="timed repeats per contender (after one warm-up)")
     parser.add_argument("--logins", type=int, help="logins per timed run of the concurrent contenders")
     parser.add_argument("--sequential", type=int, help="logins per timed run of python-bareos")
+    parser.add_argument("--same-process", action="store_true",
+                        help="run the server on this process's reactor instead of its own process")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the server process
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or (2 if args.quick else 3)
-    args.logins = args.logins or (300 if args.quick else 1500)
-    args.sequential = args.sequential or (30 if args.quick else 200)
+    if args.serve:
+        serve()
+        return
+    args.repeats = args.repeats or (2 if args.quick else 5)
+    args.logins = args.logins or (500 if args.quick else 2000)
+    args.sequential = args.sequential or (100 if args.quick else 400)
     task.react(lambda reactor: defer.Deferred.fromCoroutine(amain(reactor, args)))
 
 

@@ -165,7 +165,7 @@ class CuttingFactory(BareosServerFactory):
                     if direction == "send":
                         sent[0] += 1
                         if sent[0] > cut:
-                            reactor.callLater(0, proto.abort)
+                            proto.abort()  # now: the frame that would follow never leaves
 
                 conn.trace = trace
             return conn
@@ -224,7 +224,7 @@ class VanishingPeers(Loopback):
                         if direction == "send":
                             sent[0] += 1
                             if sent[0] > cut:
-                                reactor.callLater(0, proto_holder[0].abort)
+                                proto_holder[0].abort()  # now: this frame never leaves
 
                     conn.trace = trace
                     return conn

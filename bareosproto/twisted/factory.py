@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString, connectProtocol, serverFromString
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 
@@ -90,10 +90,20 @@ def connect(
     if the TCP connection could not be made.
     """
 
-    async def run() -> Channel:
-        proto = BareosProtocol(make_connection, reactor, handshake_timeout)
-        await connectProtocol(client_endpoint(reactor, endpoint), proto)
-        await proto.when_handshake_complete()
-        return proto.channel
+    proto = BareosProtocol(make_connection, reactor, handshake_timeout)
+    connected = client_endpoint(reactor, endpoint).connect(_OneConnection(proto))
+    handshake: Deferred[object] = connected.addCallback(lambda _: proto.when_handshake_complete())
+    return handshake.addCallback(lambda _: proto.channel)
 
-    return Deferred.fromCoroutine(run())
+
+class _OneConnection(Factory):
+    """Builds the one protocol of a :func:`connect` call, silently (Twisted's
+    ``connectProtocol`` logs a start and a stop line for every connection)."""
+
+    noisy = False
+
+    def __init__(self, protocol: BareosProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: IAddress | None) -> BareosProtocol:
+        return self._protocol

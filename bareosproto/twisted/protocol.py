@@ -14,11 +14,13 @@ then the close.  While it plays out, nothing more is read.
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from typing import Callable, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -41,6 +43,9 @@ __all__ = ["BareosProtocol", "Channel", "HANDSHAKE_TIMEOUT", "ChannelClosed"]
 HANDSHAKE_TIMEOUT = 300.0
 
 T = TypeVar("T")
+
+#: transports that are a bare TCP socket (not TLS or another wrapper around one)
+_PLAIN_TCP = (tcp.Server, tcp.Client)
 
 
 class ChannelClosed(ProtocolError):
@@ -196,6 +201,9 @@ class BareosProtocol(Protocol):
         self._refusing = False
         #: ``reactor.seconds()`` when bytes last arrived (``None``: not yet); for idle timers
         self.last_received: float | None = None
+        #: the socket of a plain TCP transport, written to directly until the
+        #: handshake is over or the transport was written to
+        self._socket: socket.socket | None = None
 
     def __repr__(self) -> str:
         return f"<BareosProtocol {self.conn!r}>"
@@ -224,9 +232,11 @@ class BareosProtocol(Protocol):
         if self.conn is not None and out is not None:
             self.conn.close()
             self._flush()
+            self._socket = None
             out.loseConnection()
 
     def abort(self) -> None:
+        self._socket = None  # not a byte more
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]  # ITCPTransport
 
@@ -235,9 +245,12 @@ class BareosProtocol(Protocol):
     def connectionMade(self) -> None:
         # Each flight goes out in one write; with Nagle and delayed ACKs a
         # flight that follows another small write would wait ~40 ms.
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        transport = self.transport
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        if type(transport) in _PLAIN_TCP:
+            self._socket = transport.getHandle()  # type: ignore[union-attr]
         self.conn = self._make_connection()
         if self.handshake_timeout is not None:
             self._timer = self.reactor.callLater(self.handshake_timeout, self._timed_out)
@@ -285,17 +298,20 @@ class BareosProtocol(Protocol):
         self._flush()
         for ev in events:
             self._dispatch(ev)
+        self._socket = None
         out = self._out
         if out is not None:
             out.loseConnection()
 
     def writeConnectionLost(self) -> None:
         """Our write side is closed: nothing more can be sent, so close."""
+        self._socket = None
         out = self._out
         if out is not None:
             out.loseConnection()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self._socket = None
         self._cancel_timer()
         for call in self._refusal:
             if call.active():
@@ -325,14 +341,31 @@ class BareosProtocol(Protocol):
         if conn is None or out is None:
             return
         chunks = conn.data_to_send_chunks()  # a payload goes out uncopied
-        if chunks:
-            out.writeSequence(chunks)
+        if not chunks:
+            return
+        sock = self._socket
+        if sock is not None:
+            # A handshake flight goes straight to the socket: nothing of ours
+            # waits in the transport (it has never been written to), and the
+            # flight leaves now rather than on the reactor's next turn.
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            try:
+                sent = sock.send(data)
+            except OSError:  # full, or broken: the transport finds out and reports
+                sent = 0
+            if sent == len(data):
+                return
+            self._socket = None
+            out.write(data[sent:])
+            return
+        out.writeSequence(chunks)
 
     def _dispatch(self, ev: Event) -> None:
         if isinstance(ev, (Message, SignalFrame)):
             self.channel._deliver(ev)
         elif isinstance(ev, HandshakeComplete):
             self._cancel_timer()
+            self._socket = None  # from now on the transport buffers and paces
             self.handshake = ev
             self.log.info(
                 "bareosproto: {peer} {hello_kind} {name!r} authenticated, TLS {tls}",
@@ -357,6 +390,7 @@ class BareosProtocol(Protocol):
         self.log.info("bareosproto: {peer} refused: {why}", peer=self._peer(), why=exc.message)
         if not self._handshake_obs.fired:
             self._handshake_obs.fire(Failure(exc))
+        self._socket = None
         out = self._out
         if exc.reply and out is not None:
             out.write(exc.reply)
