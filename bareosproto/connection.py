@@ -473,6 +473,11 @@ class _Base:
                    exc.close_after if close_after is None else close_after)
 
 
+@functools.lru_cache(maxsize=256)
+def _hello_frame(hello: Hello) -> bytes:
+    return encode_message(hello.to_bytes())
+
+
 class ClientConnection(_Base):
     """The connecting side of any connection type.
 
@@ -520,7 +525,7 @@ class ClientConnection(_Base):
             self.hello = Hello.client(hello_name, release)
         else:
             self.hello = Hello(kind, hello_name, release.numeric)
-        self._hello_bytes = encode_message(self.hello.to_bytes())
+        self._hello_bytes = _hello_frame(self.hello)
         self.own_qualified_name = (
             FILE_DAEMON_NAME if own_type is None else qualified_name(own_type, name)
         )

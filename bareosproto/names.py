@@ -9,6 +9,7 @@ a 0x1E record separator.
 from __future__ import annotations
 
 import enum
+import functools
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
@@ -75,6 +76,7 @@ def unbash(raw: bytes) -> str:
     return raw.replace(b"\x01", b" ").decode("utf-8", errors="surrogateescape")
 
 
+@functools.lru_cache(maxsize=256)
 def qualified_name(rtype: ResourceType, name: str) -> bytes:
     """``R_DIRECTOR::bareos-dir``, bashed: the name in a CRAM-MD5 challenge."""
     return rtype.value.encode("ascii") + b"::" + bash(name)

@@ -71,9 +71,8 @@ class BareosServerFactory(Factory):
                 self.config, clock=self.reactor.seconds, peer_host=host, psk_context=self._psk_context
             )
 
-        proto = BareosProtocol(make, self.reactor, self.handshake_timeout, self.on_channel)
+        proto = BareosProtocol(make, self.reactor, self.handshake_timeout, self.on_channel, self.protocols.discard)
         self.protocols.add(proto)
-        proto.when_closed().addBoth(lambda _: self.protocols.discard(proto))
         return proto
 
 

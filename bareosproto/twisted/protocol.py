@@ -101,7 +101,7 @@ class Channel:
         self._protocol = protocol
         self._frames: deque[Message | SignalFrame] = deque()
         self._readers: deque[Deferred[Message | SignalFrame]] = deque()
-        self._closed: Failure | None = None
+        self._closed: str | None = None  # why, once the connection is gone
         #: called with each frame when nobody is reading (e.g. to log or answer heartbeats)
         self.on_unread: Callable[[Message | SignalFrame], bool] | None = None
 
@@ -124,7 +124,7 @@ class Channel:
         if self._frames:
             return succeed(self._frames.popleft())
         if self._closed is not None:
-            return fail(self._closed)
+            return fail(ChannelClosed(self._closed))
         d: Deferred[Message | SignalFrame] = Deferred(lambda d: self._readers.remove(d))
         self._readers.append(d)
         return d
@@ -157,11 +157,13 @@ class Channel:
             return
         self._frames.append(frame)
 
-    def _end(self, reason: Failure) -> None:
-        self._closed = reason
-        readers, self._readers = self._readers, deque()
-        for d in readers:
-            d.errback(reason)
+    def _end(self, why: str) -> None:
+        self._closed = why
+        if self._readers:
+            readers, self._readers = self._readers, deque()
+            failure = Failure(ChannelClosed(why))
+            for d in readers:
+                d.errback(failure)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -174,6 +176,8 @@ class BareosProtocol(Protocol):
     :class:`~bareosproto.connection.HandshakeComplete` event (or fails with
     the :class:`RemoteProtocolError` that refused the connection, or a
     timeout); :meth:`when_closed` fires when the transport is gone.
+    ``on_handshake(channel)`` and ``on_closed(protocol)`` are plain callbacks
+    for the same two moments (a factory uses them: no Deferred per connection).
     """
 
     log = Logger()
@@ -184,11 +188,14 @@ class BareosProtocol(Protocol):
         reactor: ReactorTime,
         handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
         on_handshake: Callable[[Channel], object] | None = None,
+        on_closed: Callable[[BareosProtocol], object] | None = None,
     ) -> None:
         self._make_connection = make_connection
         self.reactor = reactor
         self.handshake_timeout = handshake_timeout
         self.on_handshake = on_handshake
+        #: called with this protocol once the connection is gone
+        self.on_closed = on_closed
         self.conn: ClientConnection | ServerConnection | None = None
         self.channel = Channel(self)
         self.handshake: HandshakeComplete | None = None
@@ -327,8 +334,10 @@ class BareosProtocol(Protocol):
                 f"connection lost during the handshake: {reason.getErrorMessage()}"
             )
             self._handshake_obs.fire(Failure(err))
-        self.channel._end(Failure(ChannelClosed(f"connection closed: {reason.getErrorMessage()}")))
+        self.channel._end(f"connection closed: {reason.getErrorMessage()}")
         self._closed_obs.fire(None)
+        if self.on_closed is not None:
+            self.on_closed(self)
 
     # -- internals --------------------------------------------------------------------
 
