@@ -28,6 +28,7 @@ import attrs
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import TERMINATE
+from .memo import remembered
 from .names import MAX_NAME_LENGTH, ResourceType, bash, unbash
 from .scan import bsscanf
 from .versions import FD_PROTOCOL_VERSION, BareosVersion
@@ -250,6 +251,7 @@ def _console_protocol(word: bytes) -> int | None:
     return (numbers[0] * 100 + numbers[1]) & 0xFFFFFFFF
 
 
+@remembered()
 def parse_hello(payload: bytes) -> Hello:
     """Parse a Hello payload with the formats the receiving daemons use.
 
@@ -328,6 +330,7 @@ _DETECT = (
 )
 
 
+@remembered()
 def detect_peer(payload: bytes) -> PeerInfo:
     """Peer type, name and console version from a Hello, the way a daemon's
     accept handler reads them before it decides on TLS.

@@ -25,6 +25,7 @@ import re
 import attrs
 
 from .errors import LocalProtocolError, RemoteProtocolError
+from .memo import remembered
 from .versions import FD_PROTOCOL_VERSION, BareosVersion
 
 __all__ = [
@@ -174,6 +175,7 @@ def _director_greeting(text: bytes, form: GreetingForm, encryption: str | None) 
     return DirectorGreeting(name, version, date, form, encryption)
 
 
+@remembered()
 def parse_greeting(payload: bytes) -> Greeting:
     """Parse the line that ends a handshake (see the module table).
 

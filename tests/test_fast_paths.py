@@ -74,3 +74,35 @@ def test_base64_every_high_bit_pattern() -> None:
         for mask in range(1 << n):
             data = bytes(0xC5 if mask >> i & 1 else 0x3A for i in range(n))
             assert bareos_base64.encode(data) == reference_impl.base64_encode(data), data.hex()
+
+
+def test_remembered_lines_are_parsed_once_and_refusals_every_time() -> None:
+    """A Hello seen before is answered from the cache (the same object); a refused line
+    raises again each time; long lines and bytearrays are parsed without the cache."""
+    from bareosproto.errors import RemoteProtocolError
+    from bareosproto.hello import parse_hello
+    from bareosproto.memo import MAX_REMEMBERED_LENGTH, remembered
+
+    line = b'Hello admin calling version 26.0.0 Version="26.0.0"\n'
+    assert parse_hello(line) is parse_hello(bytes(line))
+    assert parse_hello(bytearray(line)) == parse_hello(line)
+    for _ in range(2):
+        try:
+            parse_hello(b"Hello\n")
+        except RemoteProtocolError:
+            pass
+        else:
+            raise AssertionError("a refused Hello was accepted the second time")
+
+    calls: list[bytes] = []
+
+    @remembered(maxsize=2)
+    def length(payload: bytes) -> int:
+        calls.append(payload)
+        return len(payload)
+
+    long_line = b"x" * (MAX_REMEMBERED_LENGTH + 1)
+    for payload in (b"a", b"a", long_line, long_line, b"b", b"c", b"a"):
+        assert length(payload) == len(payload)
+    # "a" once, the long line twice (never cached), "b", "c", then "a" again (evicted, maxsize 2)
+    assert calls == [b"a", long_line, long_line, b"b", b"c", b"a"]
