@@ -24,7 +24,8 @@ Contenders, interleaved round-robin with the order rotated every repeat:
   connect/close loop.
 
 Rates are logins (or cycles) per second; "best" is the fastest repeat,
-"median" the median.  The CPU columns are the CPU time (user + system) per
+"median" the median; "ratio" is best over the best of the table's first row
+(the raw TCP reference run in the same process).  The CPU columns are the CPU time (user + system) per
 login of the server process and of this process in the best repeat (from
 ``/proc``, Linux only).  The last lines divide our logins per second by
 python-bareos' (target >= 3x).  ``--same-process`` runs the server on this
@@ -253,15 +254,17 @@ async def race(contenders: list[Contender], repeats: int) -> None:
             await contenders[(i + r) % len(contenders)].once()
 
 
-ROW = "{:<58} {:>9} {:>9} {:>11} {:>11}"
+ROW = "{:<58} {:>9} {:>9} {:>7} {:>10} {:>10}"
 
 
 def table(title: str, contenders: list[Contender]) -> None:
+    """The first contender is the baseline: the ratio is best over its best."""
     print()
     print(title)
-    print(ROW.format("contender", "best/s", "median/s", "server ms", "client ms"))
+    print(ROW.format("contender", "best/s", "median/s", "ratio", "server ms", "client ms"))
+    base = contenders[0].best
     for c in contenders:
-        print(ROW.format(c.name, f"{c.best:,.0f}", f"{c.median:,.0f}", *c.cpu()))
+        print(ROW.format(c.name, f"{c.best:,.0f}", f"{c.median:,.0f}", f"{c.best / base:.3f}", *c.cpu()))
 
 
 def blocking(fn: Callable[..., None], *args: Any) -> Callable[[], Awaitable[None]]:
