@@ -58,11 +58,15 @@ FAILURE_DELAY = 5.0
 class Role(enum.Enum):
     """Which end of the TCP connection we are."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     ACCEPTOR = "acceptor"  #: accepted the connection: challenges first
     CONNECTOR = "connector"  #: connected: answers first, then challenges
 
 
 class AuthState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     IDLE = "idle"
     AWAIT_RESPONSE = "await-response"  #: we challenged
     AWAIT_CHALLENGE = "await-challenge"  #: the peer is to challenge us
@@ -72,6 +76,8 @@ class AuthState(enum.Enum):
 
 
 class AuthInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     START = "start"  #: local: ``start()``
     LINE = "line"  #: a frame with a payload
     EMPTY = "empty"  #: a zero-length frame (Bareos' ``recv()`` returns 0)

@@ -81,6 +81,8 @@ FD_FAILURE_DELAY = 6.0
 class ConnectionType(enum.Enum):
     """The connections of PROTOCOL.md section 7 (numbers as in the manual)."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     CONSOLE = "1"  #: named console (1) or default console ``*UserAgent*`` (2) to Director
     DIRECTOR_FD = "3"
     CLIENT_INITIATED = "4"  #: FD to Director
@@ -95,6 +97,8 @@ class ConnectionType(enum.Enum):
 
 class Daemon(enum.Enum):
     """Which daemon accepts a connection."""
+
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
 
     DIRECTOR = "director"
     FD = "fd"

@@ -380,12 +380,16 @@ class ReplyCollector:
 
 
 class ClientState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     IDLE = "idle"  #: no command outstanding
     AWAIT_REPLY = "await-reply"
     CLOSED = "closed"
 
 
 class ClientInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     COMMAND = "command"
     FRAME = "frame"
     REPLY_END = "end of reply"
@@ -611,12 +615,16 @@ class ConsoleCommand:
 
 
 class LoopState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     READY = "ready"  #: waiting for a command frame
     RUNNING = "running"  #: a command was handed out; its result is due
     CLOSED = "closed"  #: quit, terminate or EOF: the Director closes
 
 
 class LoopInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     COMMAND = "command"  #: a command for the caller
     BUILTIN = "built-in command"
     EMPTY = "empty command"

@@ -56,6 +56,8 @@ HELLO_LENGTH_LIMITS: dict[str, tuple[int, int]] = {
 
 
 class HelloKind(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     CONSOLE = "console"
     DIRECTOR = "director"
     CLIENT = "client"

@@ -33,6 +33,8 @@ USER_AGENT = "*UserAgent*"
 class ResourceType(enum.Enum):
     """The resource type names Bareos uses in qualified names and identities."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
+
     R_AUTOCHANGER = "R_AUTOCHANGER"
     R_CATALOG = "R_CATALOG"
     R_CLIENT = "R_CLIENT"
