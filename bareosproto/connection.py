@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import functools
 import ssl
+from collections.abc import Sequence
 from typing import Callable, NoReturn
 
 import attrs
@@ -309,6 +310,32 @@ class _Base:
         else:
             self._write(encode_message(payload))
 
+    def send_frames(self, frames: Sequence[bytes | int]) -> list[bytes]:
+        """:meth:`send_message` or :meth:`send_signal` for each frame (a payload,
+        or a negative ``int``), in order, then :meth:`data_to_send_chunks`: the
+        bulk path of the data channels, one call per batch of frames."""
+        if self.state is ConnState.OPEN and self._tls is None and self.trace is None and not self._outgoing:
+            # (OPEN, SEND) -> OPEN for each frame; a payload goes out uncopied after its header
+            if len(frames) == 1:
+                frame = frames[0]
+                if frame.__class__ is bytes and 0 < len(frame) <= MAX_MESSAGE_LENGTH:  # one data frame
+                    return [len(frame).to_bytes(4, "big"), frame]
+            out: list[bytes] = []
+            for frame in frames:
+                if frame.__class__ is bytes and 0 < len(frame) <= MAX_MESSAGE_LENGTH:
+                    out += (len(frame).to_bytes(4, "big"), frame)
+                elif isinstance(frame, int):
+                    out.append(encode_signal(frame))
+                else:
+                    out.append(encode_message(frame))
+            return out
+        for frame in frames:
+            if isinstance(frame, int):
+                self.send_signal(frame)
+            else:
+                self.send_message(frame)
+        return self.data_to_send_chunks()
+
     def send_signal(self, signal: int) -> None:
         """Send a signal frame; only when OPEN."""
         self._transition(ConnInput.SEND)
@@ -331,6 +358,31 @@ class _Base:
                 self._fail_with(exc)
             raise
         return self._events
+
+    def receive_views(self, data: bytes) -> list[memoryview | int] | None:
+        """The byte path of an open connection without events, for bulk data:
+        the frames ``data`` completes, each its payload or its signal (a
+        negative ``int``), in one list.  ``None`` (nothing read) when this path
+        does not apply: before the connection is OPEN, while :attr:`trace` is
+        set, and for EOF; feed the same bytes to :meth:`receive_data` then.
+
+        Each payload is a ``memoryview`` (:meth:`FrameDecoder.receive_views`):
+        of ``data``, of the buffer TLS decrypted into, or of the decoder's
+        buffer for a frame that spanned calls.  **Valid only until the next
+        call** on this connection: copy what you keep.  The table's transition
+        for each frame is ``(OPEN, FRAME) -> OPEN``, as in :meth:`receive_data`.
+        """
+        if self.state is not ConnState.OPEN or self.trace is not None or not data:
+            return None
+        try:
+            if self._tls is not None:
+                plain = self._through_tls(data)
+                return self._decoder.receive_views(plain) if plain else []
+            return self._decoder.receive_views(data)
+        except RemoteProtocolError as exc:
+            if exc is not self._error:
+                self._fail_with(exc)
+            raise
 
     # -- byte path -----------------------------------------------------------
 

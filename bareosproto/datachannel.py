@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from typing import NoReturn, Union
 
 import attrs
@@ -772,6 +773,13 @@ class DataSession:
             return
         self._local(_I.C_DATA, payload)
 
+    def send_data_now(self, payload: bytes) -> list[OutFrame]:
+        """:meth:`send_data` and :meth:`frames_to_send` in one call (the bulk path)."""
+        if self.state in _DATA_LOOPS and self.side is Side.COMMANDER and self._error is None and not self._out:
+            return [payload]  # (stream, C_DATA) -> (STREAM_DATA, stream), as in send_data()
+        self.send_data(payload)
+        return self.frames_to_send()
+
     def end_stream(self) -> None:
         """The EOD after a stream's data."""
         if self.state not in _STREAM_STATES:
@@ -893,6 +901,29 @@ class DataSession:
         else:
             self._commander_frame(frame)
         return self._events
+
+    def data_run(self, frames: Sequence[bytes | memoryview | int], start: int = 0) -> int:
+        """The bulk path of :meth:`receive_frame`: how many of the raw frames from
+        ``frames[start]`` on are stream data that the current state takes as they
+        are; returns the index after the last of them (``start``: none).
+
+        Those frames are the table's ``(APPEND_STREAM | REPLICATE_STREAM, C_DATA)
+        -> (STREAM_DATA, same state)`` on the answerer: the state does not change,
+        so the caller hands each payload (``bytes`` or ``memoryview``) to its sink
+        as the :class:`StreamData` event :meth:`receive_frame` would have made.
+        A signal (a negative ``int``) ends the run; it and every frame in another
+        state go through :meth:`receive_frame`, as :class:`Message` or
+        :class:`SignalFrame`.
+        """
+        if self.side is not Side.ANSWERER or self._error is not None or self.state not in _DATA_LOOPS:
+            return start
+        end = len(frames)
+        if not start and int not in map(type, frames):  # a read of data frames only: no loop here
+            return end
+        i = start
+        while i < end and frames[i].__class__ is not int:
+            i += 1
+        return i
 
     def _run_deferred(self) -> list[DataEvent]:
         self._events = []

@@ -36,9 +36,11 @@ _pack = _HEADER.pack
 _unpack_from = _HEADER.unpack_from
 _StructError = struct.error
 _tuple_new = tuple.__new__  # Message is a tuple: built without a Python-level call
-#: A chunk that is all payload of an unfinished frame is kept by reference, not
-#: copied, if it is at least this long.
+#: The smallest buffer in which the decoder gathers a frame that spans chunks.
 _KEEP_MIN = 4096
+#: Its buffers are kept for the next such frame up to this size.
+_REUSE_MAX = 256 * 1024
+_EMPTY = memoryview(b"")
 
 
 def encode_message(payload: bytes) -> bytes:
@@ -87,24 +89,34 @@ class FrameDecoder:
     After an error, or after EOF, every further call raises again.
 
     Copies: a frame inside one chunk is sliced out of it (one copy of its
-    payload).  The pieces of a frame that spans chunks are joined once, when
-    the last one arrives: chunks wholly inside the payload are kept as they
-    came (``bytes`` of at least 4 KiB by reference; smaller ones are copied
-    together, so feeding byte by byte costs no object per byte), the last
-    piece is read in place, and only the first piece, the end of an earlier
-    chunk, is copied to be kept (a view of it would keep that whole chunk
-    alive, and with it the allocator from reusing its memory).
+    payload), or by :meth:`receive_views` handed out as a ``memoryview`` of
+    ``data`` (no copy).  The payload of a frame that spans
+    chunks is gathered in a buffer of the decoder: each piece is copied into
+    it as it arrives, as much as has arrived (the buffer grows with what
+    came, not with what the header claims), and nothing of the chunks is
+    kept by reference (a view of a chunk would keep all of it alive, and
+    with it the allocator from reusing its memory: a stream of 256 KiB reads
+    then runs at half speed).  When the last piece arrives the frame is
+    ``bytes`` (the earlier pieces joined with the last one, read in place),
+    or from :meth:`receive_views` a view of the buffer once the last piece
+    is copied in: each byte of such a frame is copied once.  The decoder keeps
+    two such buffers (up to 256 KiB) and uses them in turn, so that a view
+    handed out stays intact while the next frame is gathered.
     """
 
-    __slots__ = ("_head", "_parts", "_size", "_missing", "_error", "_closed", "max_packet_size")
+    __slots__ = ("_head", "_buf", "_spare", "_filled", "_size", "_missing", "_error", "_closed",
+                 "max_packet_size")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         if not 0 < max_packet_size <= MAX_PACKET_SIZE:
             raise LocalProtocolError(f"max_packet_size must be 1..{MAX_PACKET_SIZE}")
         #: the first 1-3 bytes of a header whose rest has not come yet
         self._head = b""
-        #: the pieces received so far of the payload whose header was complete
-        self._parts: list[bytes | bytearray | memoryview] = []
+        #: the payload (so far) of the frame whose header was complete: ``_filled`` bytes of ``_buf``
+        self._buf = _EMPTY
+        self._filled = 0
+        #: the other buffer, holding the frame last handed out as a view
+        self._spare = _EMPTY
         #: that payload's length, and how many of its bytes are still to come (0: none pending)
         self._size = 0
         self._missing = 0
@@ -123,7 +135,7 @@ class FrameDecoder:
         """Hand the bytes not yet decoded to another layer (a TLS engine, a
         new phase) and forget them: no byte is dropped or read twice."""
         if self._missing:
-            data = _pack(self._size) + b"".join(self._parts)
+            data = _pack(self._size) + self._buf[: self._filled]
         else:
             data = self._head
         self._reset()
@@ -165,10 +177,15 @@ class FrameDecoder:
                 self._keep(data, 0)
                 self._missing = missing - end
                 return items
-            parts = self._parts
-            parts.append(data if end == missing else memoryview(data)[:missing])
-            items.append(b"".join(parts))
-            self._reset()
+            last = data if end == missing else memoryview(data)[:missing]
+            filled = self._filled
+            if filled:  # joined with the pieces before: one copy
+                items.append(b"".join((self._buf[:filled], last)))
+                if len(self._buf) > _REUSE_MAX:
+                    self._buf = _EMPTY  # a large frame's buffer is not kept
+            else:  # only the header came before
+                items.append(bytes(last))
+            self._filled = self._size = self._missing = 0
             if end == missing:
                 return items
             pos = missing
@@ -210,28 +227,113 @@ class FrameDecoder:
                 append(n or b"")
                 pos += 4
 
+    def receive_views(self, data: bytes | memoryview) -> list[memoryview | int]:
+        """The zero-copy form of :meth:`receive_frames`: each payload is a
+        ``memoryview``, a slice of ``data`` for a frame that lies wholly inside
+        it, else a view of the decoder's buffer, in which the pieces of a frame
+        that spans calls are gathered (the frame's one copy).  **Valid only
+        until the next call**, and a view of ``data`` only as long as ``data``
+        holds those bytes: copy what you keep.  Signals are negative ``int``;
+        ``b""`` means EOF and returns ``[]``."""
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise RemoteProtocolError("data after end of stream")
+        if not data:
+            self._eof()
+            return []
+        items: list[memoryview | int] = []
+        view = data if data.__class__ is memoryview else memoryview(data)
+        end = len(view)
+        pos = 0
+        missing = self._missing
+        if missing:
+            if end < missing:
+                self._keep(view, 0)
+                self._missing = missing - end
+                return items
+            filled = self._filled
+            if filled:
+                buf = self._buf
+                stop = filled + missing
+                if len(buf) < stop:
+                    buf = self._grow(stop)
+                buf[filled:stop] = view[:missing]
+                items.append(buf[:stop])
+                # the next frame is gathered in the other buffer: this one is handed out
+                self._buf = self._spare
+                self._spare = buf if len(buf) <= _REUSE_MAX else _EMPTY
+                self._filled = 0
+            else:  # only the header came before
+                items.append(view[:missing])
+            self._size = self._missing = 0
+            pos = missing
+        elif self._head:
+            view = memoryview(self._head + view)  # a header cut in two: rare in a bulk stream
+            end = len(view)
+            self._head = b""
+        append = items.append
+        unpack = _unpack_from
+        limit = self.max_packet_size
+        while True:
+            try:
+                (n,) = unpack(view, pos)
+            except _StructError:  # fewer than 4 bytes left
+                if pos < end:
+                    self._head = bytes(view[pos:])
+                return items
+            if n > 0:
+                if n > limit:
+                    self._fail(n, items)
+                stop = pos + 4 + n
+                if stop > end:
+                    self._size = n
+                    self._missing = stop - end
+                    if pos + 4 < end:
+                        self._keep(view, pos + 4)
+                    return items
+                append(view[pos + 4 : stop])
+                pos = stop
+            else:
+                append(n or _EMPTY)
+                pos += 4
+
     def _keep(self, data: bytes | memoryview, start: int) -> None:
-        """Hold ``data[start:]``, a piece of the unfinished payload."""
-        parts = self._parts
-        if not start and len(data) >= _KEEP_MIN and data.__class__ is bytes:
-            parts.append(data)  # not copied
-        elif parts and parts[-1].__class__ is bytearray:
-            parts[-1] += memoryview(data)[start:]
-        else:
-            parts.append(bytearray(memoryview(data)[start:]))
+        """Copy ``data[start:]``, a piece of the unfinished payload, into the buffer."""
+        filled = self._filled
+        stop = filled + len(data) - start
+        buf = self._buf
+        if len(buf) < stop:
+            buf = self._grow(stop)
+        buf[filled:stop] = data if not start else memoryview(data)[start:]
+        self._filled = stop
+
+    def _grow(self, need: int) -> memoryview:
+        """A buffer of at least ``need`` bytes with the pending payload at its start:
+        at least twice the old one and 4 KiB (appending byte by byte stays linear),
+        never more than the payload's length.  A new buffer, not the old one
+        resized: a view of the old one may still be alive."""
+        size = min(max(need, 2 * len(self._buf), _KEEP_MIN), self._size)
+        buf = memoryview(bytearray(size))
+        filled = self._filled
+        if filled:
+            buf[:filled] = self._buf[:filled]
+        self._buf = buf
+        return buf
 
     def _reset(self) -> None:
         self._head = b""
-        self._parts.clear()
-        self._size = self._missing = 0
+        self._filled = self._size = self._missing = 0
+        if len(self._buf) > _REUSE_MAX:
+            self._buf = _EMPTY  # a large frame's buffer is not kept
 
-    def _fail(self, n: int, items: list[bytes | int]) -> NoReturn:
+    def _fail(self, n: int, items: list[bytes | int] | list[memoryview | int]) -> NoReturn:
         self._reset()
         error = RemoteProtocolError(
             f"Packet size too big ({n} > {self.max_packet_size}). Terminating connection.",
             reply=TERMINATE,
         )
-        error.events = [Message(i) if isinstance(i, bytes) else SignalFrame(i) for i in items]
+        error.events = [SignalFrame(i) if isinstance(i, int) else Message(bytes(i)) for i in items]
         self._error = error
         raise error
 

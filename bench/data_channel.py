@@ -13,16 +13,24 @@ counts the bytes), over loopback TCP in one process and one reactor:
   (one ``SSLObject.write()`` per frame on the sender, reads until
   ``SSLWantReadError`` on the receiver) over the same kind of TCP pump.
 
+The counting sink of the compared rows sets ``DataSink.accepts_views``: its
+``write()`` gets each payload as a ``memoryview`` of the buffer it was read (or
+decrypted, or, across reads, gathered) into, valid only during the call, with
+no copy per frame.  Two reference rows run the same with a sink that takes the
+default, ``bytes`` (a copy of each payload, which a sink may keep).
+
 Both ends of every compared variant use the same transport settings (``TCP_NODELAY``, and the
-data channel's ``SEND_BUFFER`` of 256 KiB as ``bufferSize``); two reference rows show the raw
-pumps with Twisted's default ``bufferSize`` of 64 KiB, and two more the raw pumps whose receiver
+data channel's ``SEND_BUFFER`` of 256 KiB as ``bufferSize``); reference rows show the raw
+pumps with Twisted's default ``bufferSize`` of 64 KiB, and the raw pumps whose receiver
 runs :class:`~bareosproto.frames.FrameDecoder` on what it reads (or decrypts) and counts the
-payloads: the least any receiver that hands out each frame's payload as ``bytes`` must do, as the
-raw pumps' receivers only count bytes.  The time runs from the first data frame to
-the sink's last byte (the handshake and the session commands are outside it).  Variants run
-interleaved (round-robin, order rotated each repeat) so a noisy machine slows them alike; ratios use
-the best time of each, the median is shown beside it, and the "cpu" columns use process time
-(user + system), which other processes on a busy machine do not inflate.
+payloads: with ``receive_frames()``, the least any receiver that hands out each frame's payload
+as ``bytes`` must do, and with ``receive_views()``, the least one that hands out views must do
+(it copies only the frames that span reads), as the raw pumps' receivers only count bytes.  The
+time runs from the first data frame to the sink's last byte (the handshake and the session
+commands are outside it).  Variants run interleaved (round-robin, order rotated each repeat) so
+a noisy machine slows them alike; ratios use the best time of each, the median is shown beside
+it, and the "cpu" columns use process time (user + system), which other processes on a busy
+machine do not inflate.
 
     python bench/data_channel.py            # 256 MiB per run, 5 repeats
     python bench/data_channel.py --quick    # 32 MiB per run, 3 repeats
@@ -81,11 +89,12 @@ class _Counter(Protocol):
     (counting header and payload of each)."""
 
     def __init__(self, expected: int, tls: ssl.SSLContext | None, buffer_size: int,
-                 decode: bool = False) -> None:
+                 decode: str | None = None) -> None:
         self.buffer_size = buffer_size
         self.expected = expected
         self.received = 0
         self.decoder = FrameDecoder() if decode else None
+        self.views = decode == "views"
         self.done: defer.Deferred[None] = defer.Deferred()
         self.tls = None
         if tls is not None:
@@ -116,6 +125,9 @@ class _Counter(Protocol):
     def _count(self, data: bytes) -> None:
         if self.decoder is None:
             self.received += len(data)
+        elif self.views:
+            for view in self.decoder.receive_views(data):
+                self.received += 4 + len(view)  # type: ignore[arg-type]
         else:
             for event in self.decoder.receive_data(data):
                 self.received += 4 + len(event.payload)  # type: ignore[attr-defined]
@@ -195,7 +207,7 @@ class _Pump(Protocol):
 
 
 async def raw_pump(count: int, tls: bool, buffer_size: int = SEND_BUFFER,
-                   decode: bool = False) -> tuple[float, float]:
+                   decode: str | None = None) -> tuple[float, float]:
     server_ctx = psk_server_context(lambda identity: KEY) if tls else None
     client_ctx = psk_client_context("R_JOB\x1e" + JOB, KEY) if tls else None
     counter = _Counter(count * len(FRAME), server_ctx, buffer_size, decode)
@@ -216,12 +228,15 @@ async def raw_pump(count: int, tls: bool, buffer_size: int = SEND_BUFFER,
 
 
 class _CountingSink(DataSink):
-    def __init__(self, expected: int) -> None:
+    """Counts the bytes; with ``views`` it opts in to memoryviews (it keeps nothing)."""
+
+    def __init__(self, expected: int, views: bool = True) -> None:
+        self.accepts_views = views
         self.expected = expected
         self.received = 0
         self.done: defer.Deferred[None] = defer.Deferred()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.received += len(data)
         if self.received >= self.expected and not self.done.called:
             self.done.callback(None)
@@ -251,8 +266,8 @@ class _Writer:
         self.left = -1
 
 
-async def data_channel(count: int, tls: bool) -> tuple[float, float]:
-    sink = _CountingSink(count * MESSAGE)
+async def data_channel(count: int, tls: bool, views: bool = True) -> tuple[float, float]:
+    sink = _CountingSink(count * MESSAGE, views)
     done: defer.Deferred[None] = defer.Deferred()
 
     def on_session(session: Any) -> None:
@@ -332,12 +347,17 @@ async def main(args: argparse.Namespace) -> int:
         Variant("bareosproto FD -> SD, TLS-PSK", lambda: data_channel(count, True)),
         Variant("raw Twisted TCP pump, bufferSize 64 KiB", lambda: raw_pump(count, False, default)),
         Variant("raw ssl.MemoryBIO pump, bufferSize 64 KiB", lambda: raw_pump(count, True, default)),
-        Variant("raw Twisted TCP pump + FrameDecoder", lambda: raw_pump(count, False, decode=True)),
-        Variant("raw ssl.MemoryBIO pump + FrameDecoder", lambda: raw_pump(count, True, decode=True)),
+        Variant("raw Twisted TCP pump + FrameDecoder", lambda: raw_pump(count, False, decode="bytes")),
+        Variant("raw ssl.MemoryBIO pump + FrameDecoder", lambda: raw_pump(count, True, decode="bytes")),
+        Variant("raw Twisted TCP pump + decoder views", lambda: raw_pump(count, False, decode="views")),
+        Variant("raw ssl.MemoryBIO pump + decoder views", lambda: raw_pump(count, True, decode="views")),
+        Variant("bareosproto cleartext, bytes sink", lambda: data_channel(count, False, views=False)),
+        Variant("bareosproto TLS-PSK, bytes sink", lambda: data_channel(count, True, views=False)),
     ]
     print(f"Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}; {total // MiB} MiB of 64 KiB messages "
           f"per run, best of {repeats + 1}; MB = 10^6 bytes of payload; transport bufferSize "
-          f"{SEND_BUFFER // KiB} KiB (the data channel's SEND_BUFFER) unless stated")
+          f"{SEND_BUFFER // KiB} KiB (the data channel's SEND_BUFFER) unless stated; our sink takes "
+          f"memoryviews unless stated")
     t0 = time.perf_counter()
     for v in variants:  # warm-up (and a check that every variant runs)
         await v.once()
@@ -361,9 +381,11 @@ async def main(args: argparse.Namespace) -> int:
                          f"{base.best_cpu / ours.best_cpu:.2f}", f">= {TARGET:.2f}x  {'met' if ok else 'NOT MET'}"))
         if not ok:
             missed.append((ours.name, ratio))
-    print("for reference, the raw pumps with Twisted's default bufferSize, and with a receiver that decodes:")
-    for v, ours, base in ((variants[4], variants[1], variants[0]), (variants[5], variants[3], variants[2]),
-                          (variants[6], variants[1], variants[0]), (variants[7], variants[3], variants[2])):
+    print("for reference (ratios against the raw pump of the same kind): the raw pumps with Twisted's default "
+          "bufferSize;\nwith a receiver that decodes into bytes (FrameDecoder.receive_frames) or into views "
+          "(receive_views);\nours with a sink that takes bytes (the default):")
+    clear, tls = (variants[0], variants[1]), (variants[2], variants[3])
+    for v, (base, ours) in zip(variants[4:], (clear, tls) * 4):
         print(ROW.format(v.name, mbps(v.best), mbps(v.median), f"{base.best / v.best:.2f}", mbps(v.best_cpu),
                          f"{base.best_cpu / v.best_cpu:.2f}", f"(ours / this: {v.best / ours.best:.2f})"))
     print()

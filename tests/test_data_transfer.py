@@ -57,9 +57,12 @@ def expected_digest(count: int) -> bytes:
 
 
 class HashingSink(DataSink):
-    """Hashes every data byte; remembers the stream headers and records."""
+    """Hashes every data byte; remembers the stream headers and records, and the types write() got.
+    ``views=True`` opts in to memoryviews (it keeps nothing of them beyond the call)."""
 
-    def __init__(self) -> None:
+    def __init__(self, views: bool = False) -> None:
+        self.accepts_views = views
+        self.kinds: set[type] = set()
         self.hash = hashlib.sha1()
         self.bytes = 0
         self.headers: list[tuple[int, int]] = []
@@ -69,6 +72,7 @@ class HashingSink(DataSink):
         self.pause_after: int | None = None
 
     def write(self, data: bytes) -> None:
+        self.kinds.add(type(data))
         self.hash.update(data)
         self.bytes += len(data)
         if self.pause_after is not None and self.bytes >= self.pause_after and self.paused_at is None:
@@ -172,8 +176,8 @@ class Loopback(TestCase):
 
     # -- FD -> SD ----------------------------------------------------------------
 
-    async def fd_to_sd(self, tls: bool, count: int) -> None:
-        sink = HashingSink()
+    async def fd_to_sd(self, tls: bool, count: int, views: bool) -> None:
+        sink = HashingSink(views)
         sessions: list[DataAnswerer] = []
 
         def on_session(session: DataCommander | DataAnswerer) -> None:
@@ -199,6 +203,7 @@ class Loopback(TestCase):
             h.update(chunk(i))
         self.assertEqual(sink.hash.hexdigest(), h.hexdigest())
         self.assertEqual(sink.bytes, count * CHUNK + 24)
+        self.assertEqual(sink.kinds, {memoryview} if views else {bytes})
         self.assertEqual(commander.session.state, DataState.TERMINATED)
         self.assertEqual(answerer.session.state, DataState.TERMINATED)
         self.assertGreater(producer.pauses, 0)  # the transport paced the producer
@@ -212,13 +217,23 @@ class Loopback(TestCase):
 
     def test_fd_streams_256_mib_to_sd_in_clear(self) -> Deferred[None]:
         """Active client, cleartext: 256 MiB of 64 KiB messages arrive at the SD byte for byte
-        (SHA-1 of the stream), framed as two streams, and both sessions end TERMINATED."""
-        return ensureDeferred(self.fd_to_sd(False, 256 * MiB // CHUNK))
+        (SHA-1 of the stream), framed as two streams, and both sessions end TERMINATED.  The sink
+        accepts views: it gets every payload as a memoryview of the receive buffer."""
+        return ensureDeferred(self.fd_to_sd(False, 256 * MiB // CHUNK, views=True))
+
+    def test_fd_streams_to_sd_in_clear_into_a_bytes_sink(self) -> Deferred[None]:
+        """The same in cleartext (64 MiB) into a sink that takes the default, ``bytes``: every
+        payload arrives as bytes of its own, byte for byte."""
+        return ensureDeferred(self.fd_to_sd(False, 64 * MiB // CHUNK, views=False))
 
     def test_fd_streams_256_mib_to_sd_over_tls_psk(self) -> Deferred[None]:
         """Active client over TLS-PSK (TLS 1.3, identity ``R_JOB\\x1e<job>``, the session key):
-        the same 256 MiB arrive byte for byte."""
-        return ensureDeferred(self.fd_to_sd(True, 256 * MiB // CHUNK))
+        the same 256 MiB arrive byte for byte, as views of the buffer TLS decrypts into."""
+        return ensureDeferred(self.fd_to_sd(True, 256 * MiB // CHUNK, views=True))
+
+    def test_fd_streams_to_sd_over_tls_psk_into_a_bytes_sink(self) -> Deferred[None]:
+        """Over TLS-PSK (64 MiB) into a ``bytes`` sink."""
+        return ensureDeferred(self.fd_to_sd(True, 64 * MiB // CHUNK, views=False))
 
     # -- SD -> passive FD --------------------------------------------------------
 
@@ -263,7 +278,7 @@ class Loopback(TestCase):
     # -- SD -> SD ----------------------------------------------------------------
 
     async def replicate(self, tls: bool, count: int) -> None:
-        sink = HashingSink()
+        sink = HashingSink(views=True)
         sessions: list[DataAnswerer] = []
 
         def on_session(session: DataCommander | DataAnswerer) -> None:
@@ -300,6 +315,7 @@ class Loopback(TestCase):
         for i in range(count):
             h.update(chunk(i))
         self.assertEqual(sink.hash.hexdigest(), h.hexdigest())
+        self.assertEqual(sink.kinds, {memoryview})
         self.assertEqual(sink.headers, [(1, 1), (2, 1), (2, 2)])
         self.assertEqual(writer.session.state, DataState.TERMINATED)
 
@@ -370,7 +386,7 @@ class Loopback(TestCase):
     # -- backpressure ------------------------------------------------------------------
 
     async def backpressure(self, tls: bool) -> None:
-        sink = HashingSink()
+        sink = HashingSink(views=not tls)  # the bound holds for both kinds of sink
         sink.pause_after = 8 * MiB
         sessions: list[DataAnswerer] = []
 
@@ -421,12 +437,18 @@ class Loopback(TestCase):
         commander.finish()
         await answerer.when_done()
         self.assertEqual(sink.hash.digest(), expected_digest(count))
+        if tls:
+            self.assertEqual(sink.kinds, {bytes})
+        else:  # views, and copies of what waited in the pause (if the pause came inside a read)
+            self.assertIn(memoryview, sink.kinds)
+            self.assertLessEqual(sink.kinds, {memoryview, bytes})
         self.assertLessEqual(producer.max_buffered, bound)
 
     def test_a_paused_consumer_bounds_the_writers_buffer(self) -> Deferred[None]:
         """While the SD's sink is paused the FD's producer is paused too: the FD stops writing, its
         transport never holds more than SEND_BUFFER + one 64 KiB frame (+1 KiB), the SD queues at
-        most one socket read, and after the resume all 256 MiB arrive intact."""
+        most one socket read (copies of the views the sink has not had), and after the resume all
+        256 MiB arrive intact.  (This sink accepts views; the TLS variant's takes bytes.)"""
         return ensureDeferred(self.backpressure(False))
 
     def test_backpressure_over_tls_psk(self) -> Deferred[None]:

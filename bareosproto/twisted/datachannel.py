@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer, IStreamClientEndpoint
@@ -109,9 +109,22 @@ class DataSink:
     The sink is an ``IConsumer``: while data flows, the channel is
     registered as its (push) producer, so ``self.producer.pauseProducing()``
     stops the reading from the network and ``resumeProducing()`` restarts it.
+
+    ``write()`` gets ``bytes``, a copy of each frame's payload, which the sink
+    may keep.  A sink that sets :attr:`accepts_views` gets append and
+    replication data without that copy: a ``memoryview`` of the buffer the
+    frame was read into (or decrypted into, or, for a frame that came in
+    several reads, gathered in), **valid only during the call**: the buffer
+    is reused for the next read, so write the view out, hash or count it, or
+    copy what you keep (``bytes(data)``), but do not store the view itself.
+    Data that waited while the sink was paused comes as ``bytes`` (copied
+    when the pause began), and so do a restore's records.
     """
 
     producer: IPushProducer | None = None
+    #: ``True``: :meth:`write` may get ``memoryview`` objects, each valid only
+    #: during the call (the zero-copy path); ``False`` (the default): ``bytes``.
+    accepts_views: bool = False
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self.producer = producer  # type: ignore[assignment]
@@ -120,7 +133,7 @@ class DataSink:
         self.producer = None
 
     def write(self, data: bytes) -> None:
-        pass
+        """One data frame's payload (a ``memoryview`` if :attr:`accepts_views`)."""
 
     def stream_header(self, file_index: int, stream: int) -> None:
         pass
@@ -145,6 +158,7 @@ class _Waiter(Generic[E]):
 
 
 _CLOSED = ConnectionClosed()
+_tuple_new = tuple.__new__  # Message / StreamData without a Python-level call
 
 
 @implementer(IPushProducer)
@@ -186,6 +200,7 @@ class _DataChannel:
         self.channel.on_unread = self._frame
         for frame in self.channel.drain():
             self._frame(frame)
+        self.channel.on_frames = self._frames
         self.protocol.when_closed().addBoth(self._connection_lost)
 
     def __repr__(self) -> str:
@@ -200,17 +215,7 @@ class _DataChannel:
         frames = self.session.frames_to_send()
         if self._closed or not frames:
             return
-        protocol = self.protocol
-        conn = protocol.conn
-        assert conn is not None
-        try:
-            for out in frames:
-                if out.__class__ is int:
-                    conn.send_signal(out)
-                else:
-                    conn.send_message(out)  # type: ignore[arg-type]
-        finally:
-            protocol._flush()  # the frames go out in one writeSequence()
+        self.protocol.send_frames(frames)  # in one writeSequence()
 
     def _call(self, method: Callable[..., object], *args: Any) -> None:
         if self.error is not None:
@@ -249,6 +254,54 @@ class _DataChannel:
                 else:
                     self._event(event)
         return True
+
+    def _frames(self, frames: list[memoryview | int]) -> None:
+        """The frames of one read: payloads are views, valid only during this call."""
+        sink = self._sink
+        if (sink is not None and sink.accepts_views and self.session.data_run(frames) == len(frames)
+                and self.on_event is None and not self._reading_paused and not self._queue):
+            # the bulk path: stream data only, which leaves the session's state as it is
+            write: Callable[[memoryview], object] = sink.write  # type: ignore[assignment]
+            rest = iter(cast("list[memoryview]", frames))
+            for payload in rest:
+                write(payload)
+                if self._reading_paused:  # the sink paused: what it has not had waits, copied
+                    self._stream_data(list(rest))
+                    return
+            return
+        session = self.session
+        end = len(frames)
+        i = 0
+        while i < end and self.error is None:
+            run = session.data_run(frames, i)
+            if run > i:
+                self._stream_data(cast("list[memoryview]", frames if run - i == end else frames[i:run]))
+                i = run
+                continue
+            item = frames[i]
+            i += 1
+            self._frame(SignalFrame(item) if isinstance(item, int) else _tuple_new(Message, (bytes(item),)))
+
+    def _stream_data(self, payloads: list[memoryview]) -> None:
+        """Stream data (frames the session took without changing its state) to the
+        sink: views if it accepts them, else copies; copies are queued while the
+        sink is paused, as the views are valid only during the read."""
+        sink = self._sink
+        if self.on_event is None and not self._reading_paused and not self._queue:
+            if sink is None:
+                return
+            write: Callable[[bytes | memoryview], object] = sink.write  # type: ignore[assignment]
+            views = sink.accepts_views
+            rest = iter(payloads)
+            for payload in rest:
+                write(payload if views else bytes(payload))
+                if self._reading_paused:
+                    break
+            else:
+                return
+            payloads = list(rest)
+        for payload in payloads:
+            self._event(_tuple_new(StreamData, (bytes(payload),)))
 
     def _refused(self, exc: RemoteProtocolError) -> None:
         """Send what Bareos sends in this case (the frames on the error), then close."""
@@ -447,8 +500,9 @@ class DataCommander(_DataChannel):
 
     def write(self, data: bytes) -> None:
         """One data frame of the current stream (``IConsumer.write``)."""
-        self.session.send_data(data)
-        self._flush()
+        frames = self.session.send_data_now(data)
+        if not self._closed:
+            self.protocol.send_frames(frames)
 
     def end_stream(self) -> None:
         """The EOD after a stream's data."""

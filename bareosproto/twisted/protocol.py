@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from collections.abc import Sequence
 from typing import Callable, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -104,6 +105,12 @@ class Channel:
         self._closed: str | None = None  # why, once the connection is gone
         #: called with each frame when nobody is reading (e.g. to log or answer heartbeats)
         self.on_unread: Callable[[Message | SignalFrame], bool] | None = None
+        #: if set, takes the frames of each read in one list instead of :attr:`on_unread`
+        #: (while nobody waits in :meth:`next_frame` and no frame waits in the channel):
+        #: each frame its payload, a ``memoryview`` of the receive buffer **valid only
+        #: during the call**, or its signal (a negative ``int``); the bulk path of the
+        #: data channels, without a copy or an event object per frame
+        self.on_frames: Callable[[list[memoryview | int]], object] | None = None
 
     @property
     def handshake(self) -> HandshakeComplete:
@@ -233,6 +240,22 @@ class BareosProtocol(Protocol):
         self.conn.send_signal(signal)
         self._flush()
 
+    def send_frames(self, frames: Sequence[bytes | int]) -> None:
+        """Write frames (payloads, and signals as negative ints) in one
+        ``writeSequence()``; payloads go out uncopied in cleartext."""
+        conn, out = self.conn, self.transport
+        assert conn is not None
+        try:
+            chunks = conn.send_frames(frames)
+        except BaseException:
+            self._flush()  # what went into the connection before the error
+            raise
+        if chunks and out is not None:
+            if self._socket is None:
+                out.writeSequence(chunks)
+            else:
+                self._write_chunks(chunks, out)
+
     def close(self) -> None:
         """TLS close_notify (if TLS is up), then a TCP close."""
         out = self._out
@@ -267,10 +290,25 @@ class BareosProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.last_received = self.reactor.seconds()
-        if self._refusing or self.conn is None:
+        conn = self.conn
+        if self._refusing or conn is None:
             return  # Bareos sleeps through a refusal and reads nothing
+        channel = self.channel
+        on_frames = channel.on_frames
+        if on_frames is not None and not channel._readers and not channel._frames:
+            try:
+                frames = conn.receive_views(data)  # no copy, no event per frame
+            except RemoteProtocolError as exc:
+                self._refuse(exc)
+                return
+            if frames is not None:
+                if conn.tls is not None:
+                    self._flush()  # TLS may answer (cleartext frames received write nothing)
+                if frames:
+                    on_frames(frames)
+                return
         try:
-            events = self.conn.receive_data(data)
+            events = conn.receive_data(data)
         except RemoteProtocolError as exc:
             self._refuse(exc)
             return
@@ -350,8 +388,10 @@ class BareosProtocol(Protocol):
         if conn is None or out is None:
             return
         chunks = conn.data_to_send_chunks()  # a payload goes out uncopied
-        if not chunks:
-            return
+        if chunks:
+            self._write_chunks(chunks, out)
+
+    def _write_chunks(self, chunks: list[bytes], out: Transport) -> None:
         sock = self._socket
         if sock is not None:
             # A handshake flight goes straight to the socket: nothing of ours
