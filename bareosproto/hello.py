@@ -173,11 +173,11 @@ class Hello:
             if self.console_version is None:
                 if self.version is not None:
                     raise LocalProtocolError("a 12.4 console Hello carries no Version=")
-                return b"Hello " + name + b" calling\n"
+                return _console_line(b"Hello " + name + b" calling\n")
             word = self.console_version.encode("utf-8")
             if not word or any(b <= 0x20 for b in word):
                 raise LocalProtocolError(f"bad console version word {self.console_version!r}")
-            return b"Hello " + name + b" calling version " + word + suffix + b"\n"
+            return _console_line(b"Hello " + name + b" calling version " + word + suffix + b"\n")
         if self.kind is HelloKind.CLIENT:
             if self.fd_protocol_version is None:
                 if self.version is not None:
@@ -208,6 +208,22 @@ class Hello:
 
 
 _VERSION_FORMAT = b' Version="%u.%u.%u"'
+
+
+def _console_line(line: bytes) -> bytes:
+    """A console Hello that a daemon reads as a console's, or LocalProtocolError.
+
+    Daemons tell Hellos apart by their first words, so a console whose name
+    begins with ``Director``, ``Client`` or ``Storage`` is taken for that
+    daemon and refused: Bareos cannot log such a console in either.
+    """
+    kind = detect_peer(line).peer_type
+    if kind is not ResourceType.R_CONSOLE:
+        raise LocalProtocolError(
+            f"a daemon reads {line.split(b' calling')[0]!r} as a {kind.value} Hello: "
+            "a console name cannot begin with that word"
+        )
+    return line
 
 
 def _refuse(message: str) -> RemoteProtocolError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from bareosproto import (
     qualified_name,
 )
 from bareosproto.bareos_base64 import decode as b64decode
+from bareosproto.errors import LocalProtocolError
 from bareosproto.bareos_base64 import encode as b64encode
 from bareosproto.frames import MAX_MESSAGE_LENGTH
 from bareosproto.hello import detect_peer
@@ -108,6 +110,11 @@ spaced_names = st.lists(names, min_size=1, max_size=3).map(" ".join).filter(lamb
 def test_console_and_director_hello_round_trip(name: str, release: object, old: bool) -> None:
     """Bashed Hellos carry names with spaces and parse back to the same name and bytes."""
     for hello in (Hello.console(name, None if old else release), Hello.director(name, release)):  # type: ignore[arg-type]
+        if hello.kind is HelloKind.CONSOLE and name.startswith(("Director", "Client", "Storage")):
+            # a daemon takes "Hello Client ..." for a client's Hello: no such console can log in
+            with pytest.raises(LocalProtocolError, match="a console name cannot begin"):
+                hello.to_bytes()
+            continue
         raw = hello.to_bytes()
         assert b" " not in raw.split(b" calling")[0].split(b" ", 2)[-1] or hello.kind is HelloKind.DIRECTOR
         parsed = parse_hello(raw)
@@ -203,3 +210,14 @@ def test_decoder_copies_what_it_keeps_from_a_reused_buffer(events: list[Message 
         scratch[:] = b"\xaa" * len(scratch)  # the caller reuses its buffer
         pos += n
     assert out == events
+
+
+@pytest.mark.parametrize("name", ["Client", "Director", "Storage", "Clientele", "Director of backups"])
+def test_console_names_a_daemon_reads_as_another_hello_are_refused_locally(name: str) -> None:
+    """A console named ``Client...``, ``Director...`` or ``Storage...`` cannot log in (a daemon
+    takes its Hello for another kind): building the Hello says so instead of sending it."""
+    with pytest.raises(LocalProtocolError, match="cannot begin"):
+        Hello.console(name, BAREOS_26).to_bytes()
+    with pytest.raises(LocalProtocolError, match="cannot begin"):
+        Hello.console(name, None).to_bytes()
+    assert Hello.console("my " + name, BAREOS_26).to_bytes().startswith(b"Hello my\x01")
