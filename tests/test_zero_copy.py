@@ -301,6 +301,24 @@ def test_frames_sent_in_bulk_arrive_as_views(tls: bool) -> None:
     assert got == [b"x" * 70000, EOD, b"", b"y" * 999_996, b"y" * 104, -4]
 
 
+def test_inside_tls_a_frames_header_and_payload_are_encrypted_apart() -> None:
+    """Inside TLS 1.3 send_frames() encrypts a data frame's 4-byte header and its payload apart (no
+    copy to join them): a record of 4 bytes, then the payload's own (64 KiB: four of 16 KiB), as
+    many records as the frame joined would make; the peer decodes the frames."""
+    client, server = fd_sd_pair(True)
+    payload = bytes(range(256)) * 256
+    data = b"".join(client.send_frames([payload, payload]))
+    sizes = []
+    pos = 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos + 3 : pos + 5], "big")
+        sizes.append(n - 17)  # the plaintext: minus the content type byte and the 16-byte tag
+        pos += 5 + n
+    assert sizes == [4, 16384, 16384, 16384, 16384] * 2
+    items = server.receive_views(data)
+    assert items is not None and copied(items) == [payload, payload]
+
+
 def test_send_frames_hands_cleartext_payloads_on_uncopied() -> None:
     """In cleartext each payload is a chunk of its own after its 4-byte header: the very object."""
     client, _ = fd_sd_pair(False)
