@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import functools
 import ssl
+import struct
 from collections.abc import Sequence
 from typing import Callable, NoReturn
 
@@ -234,14 +235,20 @@ _CLIENT_TYPES: dict[ConnectionType, tuple[HelloKind, ResourceType | None, bool]]
 FILE_DAEMON_NAME = b"File\x01daemon"
 
 
+_pack_header = struct.Struct(">i").pack
+
+
 def _frame_chunks(frames: Sequence[bytes | int]) -> list[bytes]:
     """The frames' bytes as chunks: header and payload apart (the payload
     uncopied), a signal's 4 bytes, a long message split as Bareos splits it."""
     out: list[bytes] = []
     for frame in frames:
-        if frame.__class__ is bytes and 0 < len(frame) <= MAX_MESSAGE_LENGTH:
-            out += (len(frame).to_bytes(4, "big"), frame)
-        elif isinstance(frame, int):
+        if frame.__class__ is bytes:
+            n = len(frame)
+            if 0 < n <= MAX_MESSAGE_LENGTH:
+                out += (_pack_header(n), frame)
+                continue
+        if isinstance(frame, int):
             out.append(encode_signal(frame))
         else:
             out.append(encode_message(frame))

@@ -484,8 +484,9 @@ class _Batching:
     """Registered with the transport in place of a data channel's producer.
 
     While the producer's ``resumeProducing()`` runs, the data frames it
-    writes inside a stream after the first (each the table's ``(stream,
-    C_DATA)``, which leaves the session's state as it is) are collected and
+    writes inside a stream (each the table's ``(stream, C_DATA)``, which
+    leaves the session's state as it is, so the session's answer before the
+    first holds for all until something else reaches it) are collected and
     handed to the session and the transport together: when it returns, when
     anything else is sent or reaches the session, and as soon as what it
     wrote since the resume exceeds :data:`SEND_BUFFER`, the transport's
@@ -505,6 +506,9 @@ class _Batching:
             self.producer.resumeProducing()
             return
         channel._batching = True
+        if channel.session.streaming:
+            channel._pending = []  # collected from the first frame on
+            channel._pending_bytes = 0
         try:
             self.producer.resumeProducing()
         finally:
@@ -594,7 +598,7 @@ class DataCommander(_DataChannel):
             self.protocol.send_frames(frames)
         if self._batching and session.streaming:
             self._pending = []  # the next ones are collected, counted from this one on
-            self._pending_bytes = len(data) + 4
+            self._pending_bytes = len(data) + 4  # (what the transport may hold counts)
 
     def end_stream(self) -> None:
         """The EOD after a stream's data."""
