@@ -810,3 +810,31 @@ def test_commands_between_batched_writes_keep_their_place() -> None:
     assert sink.log == ["header 1 2", *[(memoryview, bytes([i]) * 1000) for i in range(3)], "end", "header 2 2",
                         *[(memoryview, bytes([i]) * 1000) for i in range(3, 5)]]
     assert commander.pending_bytes == 0
+
+
+def test_a_pull_producer_is_asked_for_more_through_the_batching() -> None:
+    """A pull producer (streaming=False) registered with the commander is asked by the transport
+    for each next piece as before (at once, then whenever the buffer is empty); what it writes
+    arrives in order."""
+    sink = RecordingSink(True)
+    commander, session, transport = streaming_commander(sink)
+    asked: list[int] = []
+
+    class Pull:
+        def resumeProducing(self) -> None:
+            asked.append(len(asked))
+            commander.write(bytes([len(asked)]) * 3000)
+            commander.write(bytes([len(asked)]) * 10)
+
+        def stopProducing(self) -> None:
+            pass
+
+    commander.registerProducer(Pull(), False)
+    assert asked == [0]  # Twisted asks a pull producer at once
+    assert transport.writes == 1  # its two frames in one write
+    for _ in range(3):
+        session.protocol.dataReceived(transport.drain())
+        transport.producer.resumeProducing()  # as doWrite does once the buffer is empty
+    commander.unregisterProducer()
+    session.protocol.dataReceived(transport.drain())
+    assert sink.data == [bytes([i]) * n for i in range(1, 5) for n in (3000, 10)]

@@ -274,7 +274,8 @@ class _DataChannel:
 
     def _frame(self, frame: Message | SignalFrame) -> bool:
         if self.error is None:
-            self._end_pending()
+            if self._pending is not None:  # (frames arrive between batches, but to be exact)
+                self._end_pending()
             session = self.session
             try:
                 events = session.receive_frame(frame)
