@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import functools
 import ssl
+import struct
 from collections.abc import Sequence
 from typing import Callable, NoReturn
 
@@ -238,6 +239,26 @@ _CLIENT_TYPES: dict[ConnectionType, tuple[HelloKind, ResourceType | None, bool]]
 FILE_DAEMON_NAME = b"File\x01daemon"
 
 
+_pack_header = struct.Struct(">i").pack
+
+
+def _frame_chunks(frames: Sequence[bytes | int]) -> list[bytes]:
+    """The frames' bytes as chunks: header and payload apart (the payload
+    uncopied), a signal's 4 bytes, a long message split as Bareos splits it."""
+    out: list[bytes] = []
+    for frame in frames:
+        if frame.__class__ is bytes:
+            n = len(frame)
+            if 0 < n <= MAX_MESSAGE_LENGTH:
+                out += (_pack_header(n), frame)
+                continue
+        if isinstance(frame, int):
+            out.append(encode_signal(frame))
+        else:
+            out.append(encode_message(frame))
+    return out
+
+
 @functools.lru_cache(maxsize=64)
 def _cached_psk_client_context(identity: str, key: Secret) -> ssl.SSLContext:
     """One client context per identity and key: building one costs more than a
@@ -314,21 +335,18 @@ class _Base:
         """:meth:`send_message` or :meth:`send_signal` for each frame (a payload,
         or a negative ``int``), in order, then :meth:`data_to_send_chunks`: the
         bulk path of the data channels, one call per batch of frames."""
-        if self.state is ConnState.OPEN and self._tls is None and self.trace is None and not self._outgoing:
-            # (OPEN, SEND) -> OPEN for each frame; a payload goes out uncopied after its header
-            if len(frames) == 1:
-                frame = frames[0]
-                if frame.__class__ is bytes and 0 < len(frame) <= MAX_MESSAGE_LENGTH:  # one data frame
-                    return [len(frame).to_bytes(4, "big"), frame]
-            out: list[bytes] = []
-            for frame in frames:
-                if frame.__class__ is bytes and 0 < len(frame) <= MAX_MESSAGE_LENGTH:
-                    out += (len(frame).to_bytes(4, "big"), frame)
-                elif isinstance(frame, int):
-                    out.append(encode_signal(frame))
-                else:
-                    out.append(encode_message(frame))
-            return out
+        if self.state is ConnState.OPEN and self.trace is None:  # (OPEN, SEND) -> OPEN for each frame
+            tls = self._tls
+            if tls is None:
+                if not self._outgoing:  # a payload goes out uncopied after its header
+                    if len(frames) == 1:
+                        frame = frames[0]
+                        if frame.__class__ is bytes and 0 < len(frame) <= MAX_MESSAGE_LENGTH:  # one data frame
+                            return [len(frame).to_bytes(4, "big"), frame]
+                    return _frame_chunks(frames)
+            else:
+                tls.send_chunks(_frame_chunks(frames))  # header and payload encrypted apart: no join
+                return self.data_to_send_chunks()
         for frame in frames:
             if isinstance(frame, int):
                 self.send_signal(frame)

@@ -780,6 +780,22 @@ class DataSession:
         self.send_data(payload)
         return self.frames_to_send()
 
+    @property
+    def streaming(self) -> bool:
+        """Whether :meth:`send_data` now would be the table's ``(stream, C_DATA)
+        -> (STREAM_DATA, same state)`` on the commander with nothing queued
+        before it: it only queues the payload, and leaves this true."""
+        return self.state in _DATA_LOOPS and self.side is Side.COMMANDER and self._error is None and not self._out
+
+    def send_data_frames(self, payloads: list[bytes]) -> list[OutFrame]:
+        """:meth:`send_data` for each payload, then :meth:`frames_to_send`, in one
+        call (the bulk path); while :attr:`streaming`, that is the list given."""
+        if self.state in _DATA_LOOPS and self.side is Side.COMMANDER and self._error is None and not self._out:
+            return payloads  # type: ignore[return-value]  # (stream, C_DATA) -> same state, for each
+        for payload in payloads:
+            self.send_data(payload)
+        return self.frames_to_send()
+
     def end_stream(self) -> None:
         """The EOD after a stream's data."""
         if self.state not in _STREAM_STATES:

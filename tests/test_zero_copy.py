@@ -3,10 +3,12 @@
 Core, each against the path it stands for: ``FrameDecoder.receive_views`` (payloads as
 ``memoryview`` slices of what came in, a frame that spans reads gathered once in the decoder's
 buffers) against the encoded frames; ``receive_views`` and ``send_frames`` of a connection against
-``receive_data`` and ``send_message``/``send_signal``; ``DataSession.data_run`` and
-``send_data_now`` against the transition table frame by frame.  Twisted, in memory: a
-``DataAnswerer`` hands views to a sink that accepts them and ``bytes`` to one that does not, and
-keeps what a paused sink has not had yet (copied) until the resume.
+``receive_data`` and ``send_message``/``send_signal``; ``DataSession.data_run``,
+``send_data_now`` and ``send_data_frames`` against the transition table frame by frame.  Twisted,
+in memory: a ``DataAnswerer`` hands views to a sink that accepts them and ``bytes`` to one that
+does not, and keeps what a paused sink has not had yet (copied) until the resume; a
+``DataCommander`` sends what its producer writes in one ``resumeProducing()`` in one transport
+write, in order with the commands, paused by the transport where frame-by-frame writes would be.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import abstract
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.protocol import Factory
@@ -51,6 +54,7 @@ from bareosproto.keys import session_key
 from bareosproto.names import ResourceType
 from bareosproto.tls_policy import TlsPolicy
 from bareosproto.twisted.datachannel import (
+    SEND_BUFFER,
     DataAnswerer,
     DataCommander,
     DataSink,
@@ -297,6 +301,24 @@ def test_frames_sent_in_bulk_arrive_as_views(tls: bool) -> None:
     assert got == [b"x" * 70000, EOD, b"", b"y" * 999_996, b"y" * 104, -4]
 
 
+def test_inside_tls_a_frames_header_and_payload_are_encrypted_apart() -> None:
+    """Inside TLS 1.3 send_frames() encrypts a data frame's 4-byte header and its payload apart (no
+    copy to join them): a record of 4 bytes, then the payload's own (64 KiB: four of 16 KiB), as
+    many records as the frame joined would make; the peer decodes the frames."""
+    client, server = fd_sd_pair(True)
+    payload = bytes(range(256)) * 256
+    data = b"".join(client.send_frames([payload, payload]))
+    sizes = []
+    pos = 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos + 3 : pos + 5], "big")
+        sizes.append(n - 17)  # the plaintext: minus the content type byte and the 16-byte tag
+        pos += 5 + n
+    assert sizes == [4, 16384, 16384, 16384, 16384] * 2
+    items = server.receive_views(data)
+    assert items is not None and copied(items) == [payload, payload]
+
+
 def test_send_frames_hands_cleartext_payloads_on_uncopied() -> None:
     """In cleartext each payload is a chunk of its own after its 4-byte header: the very object."""
     client, _ = fd_sd_pair(False)
@@ -435,6 +457,31 @@ def test_send_data_now_is_send_data_then_frames_to_send(name: str, payload: byte
         got = type(exc)
     assert got == expected
     assert ours.state is theirs.state
+
+
+@given(st.sampled_from(sorted(SESSIONS)), st.lists(st.binary(max_size=10), max_size=4))
+def test_send_data_frames_is_send_data_then_frames_to_send(name: str, payloads: list[bytes]) -> None:
+    """send_data_frames() gives what send_data() for each payload and then frames_to_send() give, in
+    every state (or the same LocalProtocolError), and leaves the session in the same state; where
+    ``streaming`` is true it stays true and the frames are the payloads."""
+    ours, theirs = SESSIONS[name](), SESSIONS[name]()
+    streaming = ours.streaming
+    assert streaming == (theirs.state in (DataState.APPEND_STREAM, DataState.REPLICATE_STREAM)
+                         and theirs.side is Side.COMMANDER and not theirs.failed and not theirs.has_frames_to_send)
+    try:
+        for payload in payloads:
+            theirs.send_data(payload)
+        expected: object = theirs.frames_to_send()
+    except LocalProtocolError as exc:
+        expected = type(exc)
+    try:
+        got: object = list(ours.send_data_frames(list(payloads)))
+    except LocalProtocolError as exc:
+        got = type(exc)
+    assert got == expected
+    assert ours.state is theirs.state
+    if streaming:
+        assert got == payloads and ours.streaming
 
 
 def test_send_data_now_hands_the_payload_on_uncopied() -> None:
@@ -634,3 +681,160 @@ def test_the_commander_streams_through_the_bulk_path() -> None:
     commander.end_stream()
     wire.pump()
     assert sink.log == ["header 1 2", *[(memoryview, p) for p in PAYLOADS], "end"]
+
+
+# -- Twisted: the commander's batches ----------------------------------------------------------
+
+
+class CountingTransport(abstract.FileDescriptor):
+    """Twisted's own write buffer and producer pausing (FileDescriptor), without a socket: counts
+    the transport writes and keeps what was written."""
+
+    connected = 1
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.writes = 0
+        self.bufferSize = SEND_BUFFER
+
+    def startWriting(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        self.writes += 1
+        super().writeSequence(iovec)
+
+    def held(self) -> int:
+        return len(self.dataBuffer) - self.offset + self._tempDataLen
+
+    def drain(self) -> bytes:
+        """Everything written so far (as the socket would have taken it); the buffer is empty after."""
+        data = bytes(self.dataBuffer[self.offset :]) + b"".join(self._tempDataBuffer)
+        self.dataBuffer, self.offset, self._tempDataBuffer, self._tempDataLen = b"", 0, [], 0
+        return data
+
+
+class Frames:
+    """A push producer that writes ``count`` data frames per resume until paused, and records the
+    most the FD held to send after any write (in the transport and in the commander)."""
+
+    def __init__(self, commander: DataCommander, transport: CountingTransport, size: int, count: int,
+                 script: Callable[[DataCommander, int], None] | None = None) -> None:
+        self.commander, self.transport, self.size, self.script = commander, transport, size, script
+        self.count = count
+        self.paused = False
+        self.sent = 0
+        self.most_held = 0
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.sent < self.count:
+            self.commander.write(bytes([self.sent % 256]) * self.size)
+            self.sent += 1
+            self.most_held = max(self.most_held, self.transport.held() + self.commander.pending_bytes)
+            if self.script is not None:
+                self.script(self.commander, self.sent)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+def streaming_commander(sink: DataSink) -> tuple[DataCommander, DataAnswerer, CountingTransport]:
+    session, commander, _ = appending_answerer(sink)
+    commander.send_header(1, 2)
+    session.protocol.dataReceived(b"".join(_take(commander)))
+    transport = CountingTransport()
+    commander.protocol.transport = transport
+    return commander, session, transport
+
+
+def _take(commander: DataCommander) -> list[bytes]:
+    wire = commander.protocol.transport
+    data = wire.value()  # type: ignore[union-attr]
+    wire.clear()  # type: ignore[union-attr]
+    return [data]
+
+
+@pytest.mark.parametrize("size", [65536, 4096, 100])
+def test_what_one_resume_writes_goes_out_in_few_writes_under_the_same_bound(size: int) -> None:
+    """Registered with the commander, a producer's resumeProducing() writes data frames until the
+    transport pauses it: the frames reach the transport in one write each time more than
+    SEND_BUFFER were written (then the transport pauses the producer) and at the end, not one write
+    per frame; the FD never holds more than SEND_BUFFER and one frame; the SD gets every byte."""
+    sink = RecordingSink(True)
+    commander, session, transport = streaming_commander(sink)
+    frame = size + 4
+    count = 3 * SEND_BUFFER // frame
+    producer = Frames(commander, transport, size, count)
+    commander.registerProducer(producer, True)
+    transport.producer.resumeProducing()  # as the transport does once its buffer has drained
+    assert producer.paused
+    assert producer.sent == SEND_BUFFER // frame + 1  # paused where frame-by-frame writes pause it
+    assert transport.writes <= 2  # the first frame, then the rest in one
+    assert producer.most_held <= SEND_BUFFER + frame
+    session.protocol.dataReceived(transport.drain())
+    while producer.sent < count:
+        transport.producer.resumeProducing()
+        session.protocol.dataReceived(transport.drain())
+    assert sink.data == [bytes([i % 256]) * size for i in range(count)]
+    commander.unregisterProducer()
+
+
+def test_commands_between_batched_writes_keep_their_place() -> None:
+    """Within one resumeProducing() the producer ends the stream after its third frame and starts
+    another: the data written before goes out first, each command in its place, and a write that
+    the table refuses (data after the stream's end) is refused at once."""
+    sink = RecordingSink(True)
+    commander, session, transport = streaming_commander(sink)
+
+    def script(cmd: DataCommander, sent: int) -> None:
+        if sent == 3:
+            cmd.end_stream()
+            with pytest.raises(LocalProtocolError):
+                cmd.write(b"not in a stream")
+            cmd.send_header(2, 2)
+        if sent == 5:
+            producer.paused = True
+
+    producer = Frames(commander, transport, 1000, 100, script)
+    commander.registerProducer(producer, True)
+    transport.producer.resumeProducing()
+    session.protocol.dataReceived(transport.drain())
+    assert sink.log == ["header 1 2", *[(memoryview, bytes([i]) * 1000) for i in range(3)], "end", "header 2 2",
+                        *[(memoryview, bytes([i]) * 1000) for i in range(3, 5)]]
+    assert commander.pending_bytes == 0
+
+
+def test_a_pull_producer_is_asked_for_more_through_the_batching() -> None:
+    """A pull producer (streaming=False) registered with the commander is asked by the transport
+    for each next piece as before (at once, then whenever the buffer is empty); what it writes
+    arrives in order."""
+    sink = RecordingSink(True)
+    commander, session, transport = streaming_commander(sink)
+    asked: list[int] = []
+
+    class Pull:
+        def resumeProducing(self) -> None:
+            asked.append(len(asked))
+            commander.write(bytes([len(asked)]) * 3000)
+            commander.write(bytes([len(asked)]) * 10)
+
+        def stopProducing(self) -> None:
+            pass
+
+    commander.registerProducer(Pull(), False)
+    assert asked == [0]  # Twisted asks a pull producer at once
+    assert transport.writes == 1  # its two frames in one write
+    for _ in range(3):
+        session.protocol.dataReceived(transport.drain())
+        transport.producer.resumeProducing()  # as doWrite does once the buffer is empty
+    commander.unregisterProducer()
+    session.protocol.dataReceived(transport.drain())
+    assert sink.data == [bytes([i]) * n for i in range(1, 5) for n in (3000, 10)]

@@ -12,7 +12,9 @@ Twisted's producer/consumer interfaces.
   producer is registered with the TCP transport, which pauses it whenever
   more than ``transport.bufferSize`` bytes wait to be sent.  So a slow
   reader slows the writer and the writer's memory stays bounded (by
-  :data:`SEND_BUFFER` plus the frame being written).
+  :data:`SEND_BUFFER` plus the frame being written).  What the producer
+  writes in one ``resumeProducing()`` goes to the transport in a few
+  writes, not one per frame.
 * :class:`DataAnswerer` is the SD (and the writing SD of a copy).  Both
   sides are an ``IPushProducer`` towards the :class:`DataSink` that
   receives data: a sink that calls ``pauseProducing()`` stops the reading
@@ -34,7 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer, IStreamClientEndpoint
+from twisted.internet.interfaces import IConsumer, IProducer, IPullProducer, IPushProducer, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -188,6 +190,12 @@ class _DataChannel:
         self._queued_bytes = 0
         #: the most data bytes that ever waited in the pause queue
         self.max_queued_bytes = 0
+        #: True while our producer's resumeProducing() runs (see :class:`_Batching`)
+        self._batching = False
+        #: data written in it while the session streams, not yet handed to the session
+        #: (None: write() goes through the session frame by frame)
+        self._pending: list[bytes] | None = None
+        self._pending_bytes = 0
 
     def _start(self) -> None:
         """Take over the channel's frames (those that came before, too)."""
@@ -212,20 +220,50 @@ class _DataChannel:
     # -- out -----------------------------------------------------------------
 
     def _flush(self) -> None:
+        self._end_pending()
         frames = self.session.frames_to_send()
         if self._closed or not frames:
             return
         self.protocol.send_frames(frames)  # in one writeSequence()
 
+    def _send_pending(self) -> None:
+        """Hand the data written since the last time to the session, which takes
+        them as the table's ``(stream, C_DATA)`` each (the state stays), and
+        send their frames in one transport write."""
+        pending = self._pending
+        if pending:
+            self._pending = []
+            self._pending_bytes = 0
+            frames = self.session.send_data_frames(pending)
+            if not self._closed:
+                self.protocol.send_frames(frames)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of data written (headers included) and not yet handed to the
+        transport: what our producer wrote in its current ``resumeProducing()``
+        since the last transport write (see :class:`_Batching`)."""
+        pending = self._pending
+        return sum(map(len, pending)) + 4 * len(pending) if pending else 0
+
+    def _end_pending(self) -> None:
+        """Before anything else reaches the session: the data written goes first,
+        and write() asks the session again (it may no longer stream)."""
+        if self._pending is not None:
+            self._send_pending()
+            self._pending = None
+
     def _call(self, method: Callable[..., object], *args: Any) -> None:
         if self.error is not None:
             raise LocalProtocolError(f"the data session failed: {self.error.message}")
+        self._end_pending()
         method(*args)
         self._flush()
 
     def close(self) -> None:
         """Close the connection (after a TLS close_notify)."""
         if not self._closed:
+            self._end_pending()
             self._closed = True
             self.channel.close()
 
@@ -236,6 +274,8 @@ class _DataChannel:
 
     def _frame(self, frame: Message | SignalFrame) -> bool:
         if self.error is None:
+            if self._pending is not None:  # (frames arrive between batches, but to be exact)
+                self._end_pending()
             session = self.session
             try:
                 events = session.receive_frame(frame)
@@ -305,6 +345,7 @@ class _DataChannel:
 
     def _refused(self, exc: RemoteProtocolError) -> None:
         """Send what Bareos sends in this case (the frames on the error), then close."""
+        self._end_pending()
         self.error = exc
         self.log.info("bareosproto: data session ended: {why}", why=exc.message)
         if not self._closed:
@@ -428,13 +469,58 @@ class _DataChannel:
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         """Register the producer of what we send; the TCP transport pauses it
-        whenever more than ``transport.bufferSize`` bytes wait."""
-        self._transport().registerProducer(producer, streaming)
+        whenever more than ``transport.bufferSize`` bytes wait.  The data it
+        writes in one ``resumeProducing()`` goes out in transport writes of
+        about that size, not one per frame (:class:`_Batching`)."""
+        self._transport().registerProducer(_Batching(self, producer), streaming)
 
     def unregisterProducer(self) -> None:
         transport = self._transport()
         if transport is not None and transport.producer is not None:
             transport.unregisterProducer()
+
+
+@implementer(IPushProducer, IPullProducer)
+class _Batching:
+    """Registered with the transport in place of a data channel's producer.
+
+    While the producer's ``resumeProducing()`` runs, the data frames it
+    writes inside a stream (each the table's ``(stream, C_DATA)``, which
+    leaves the session's state as it is, so the session's answer before the
+    first holds for all until something else reaches it) are collected and
+    handed to the session and the transport together: when it returns, when
+    anything else is sent or reaches the session, and as soon as what it
+    wrote since the resume exceeds :data:`SEND_BUFFER`, the transport's
+    ``bufferSize``: a write after which the transport pauses the producer
+    where the frame-by-frame writes would have had it paused, so the bytes
+    held for sending stay under the same bound.  One ``writeSequence()`` per
+    batch instead of one per frame saves little with 64 KiB frames and much
+    with small ones.  Pausing and stopping are passed on as they are."""
+
+    def __init__(self, channel: _DataChannel, producer: IProducer) -> None:
+        self.channel = channel
+        self.producer: Any = producer  # push or pull
+
+    def resumeProducing(self) -> None:
+        channel = self.channel
+        if channel._batching:
+            self.producer.resumeProducing()
+            return
+        channel._batching = True
+        if channel.session.streaming:
+            channel._pending = []  # collected from the first frame on
+            channel._pending_bytes = 0
+        try:
+            self.producer.resumeProducing()
+        finally:
+            channel._batching = False
+            channel._end_pending()
+
+    def pauseProducing(self) -> None:
+        self.producer.pauseProducing()  # only a push producer is paused
+
+    def stopProducing(self) -> None:
+        self.producer.stopProducing()
 
 
 @implementer(IConsumer)
@@ -500,9 +586,20 @@ class DataCommander(_DataChannel):
 
     def write(self, data: bytes) -> None:
         """One data frame of the current stream (``IConsumer.write``)."""
-        frames = self.session.send_data_now(data)
+        pending = self._pending
+        if pending is not None:  # our producer's, in a stream: collected (see _Batching)
+            pending.append(data)
+            self._pending_bytes += len(data) + 4
+            if self._pending_bytes > SEND_BUFFER:
+                self._send_pending()
+            return
+        session = self.session
+        frames = session.send_data_now(data)  # through the table: refused here and now
         if not self._closed:
             self.protocol.send_frames(frames)
+        if self._batching and session.streaming:
+            self._pending = []  # the next ones are collected, counted from this one on
+            self._pending_bytes = len(data) + 4  # (what the transport may hold counts)
 
     def end_stream(self) -> None:
         """The EOD after a stream's data."""
