@@ -29,7 +29,8 @@ Rates are logins (or cycles) per second; "best" is the fastest repeat,
 login of the server process and of this process in the best repeat (from
 ``/proc``, Linux only).  The last lines divide our logins per second by
 python-bareos' (target >= 3x).  ``--same-process`` runs the server on this
-process's reactor instead, for comparison.
+process's reactor instead, for comparison (the blocking clients then run in a
+thread, and the client CPU column includes the server's).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from bareosproto import ResourceType, Signal, TlsPolicy, password_key
@@ -267,11 +269,15 @@ def table(title: str, contenders: list[Contender]) -> None:
         print(ROW.format(c.name, f"{c.best:,.0f}", f"{c.median:,.0f}", f"{c.best / base:.3f}", *c.cpu()))
 
 
-def blocking(fn: Callable[..., None], *args: Any) -> Callable[[], Awaitable[None]]:
-    """A blocking loop run on the reactor thread: nothing else runs in this process meanwhile."""
+def blocking(fn: Callable[..., None], *args: Any, in_thread: bool = False) -> Callable[[], Awaitable[None]]:
+    """A blocking loop, run on the reactor thread (nothing else runs in this process
+    meanwhile) or, when the server shares this process's reactor, in a thread."""
 
     async def run() -> None:
-        fn(*args)
+        if in_thread:
+            await deferToThread(fn, *args)
+        else:
+            fn(*args)
 
     return run
 
@@ -299,11 +305,11 @@ async def amain(reactor: Any, args: argparse.Namespace) -> None:
     ]
     sequential = [
         Contender("raw TCP connect/close, blocking, sequential", seq,
-                  blocking(blocking_raw_cycles, rport, seq), pid),
+                  blocking(blocking_raw_cycles, rport, seq, in_thread=args.same_process), pid),
         Contender("python-bareos DirectorConsole login, cleartext, sequential", seq,
-                  blocking(python_bareos_logins, dport, seq), pid),
+                  blocking(python_bareos_logins, dport, seq, in_thread=args.same_process), pid),
         Contender("python-bareos DirectorConsole login, TLS-PSK, sequential", seq,
-                  blocking(python_bareos_logins, dport, seq, True), pid),
+                  blocking(python_bareos_logins, dport, seq, True, in_thread=args.same_process), pid),
     ]
     print(f"handshakes: {n} logins per timed run with {CONCURRENCY} clients, {seq} sequential "
           f"python-bareos logins, {args.repeats} repeats after a warm-up; Python {sys.version.split()[0]}; "
