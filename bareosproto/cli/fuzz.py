@@ -989,7 +989,7 @@ class Fuzzer:
             att.verdict = "hang"
             missing = exp[len(got) :]
             att.detail = (
-                f"the daemon stayed open and silent; expected "
+                "the daemon stayed open and silent; expected "
                 + (", ".join(show_frame(f, 40) for f in missing) or "nothing more")
                 + (" and a close" if want_closed else "")
             )
