@@ -389,6 +389,10 @@ async def main(args: argparse.Namespace) -> int:
         print(ROW.format(v.name, mbps(v.best), mbps(v.median), f"{base.best / v.best:.2f}", mbps(v.best_cpu),
                          f"{base.best_cpu / v.best_cpu:.2f}", f"(ours / this: {v.best / ours.best:.2f})"))
     print()
+    for base, ours in ((variants[0], variants[1]), (variants[2], variants[3])):
+        rounds = [b / o for b, o in zip(base.times, ours.times)]
+        print(f"{ours.name}: median of the {len(rounds)} per-round ratios {statistics.median(rounds):.2f} "
+              f"(each round runs every variant once; less swayed by one lucky run than best over best)")
     for name, ratio in missed:
         print(f"target not met: {name}: {ratio:.2f}x ({(TARGET - ratio) / TARGET:.0%} short)")
     if not missed:
