@@ -335,18 +335,15 @@ class _Base:
         """:meth:`send_message` or :meth:`send_signal` for each frame (a payload,
         or a negative ``int``), in order, then :meth:`data_to_send_chunks`: the
         bulk path of the data channels, one call per batch of frames."""
-        if self.state is ConnState.OPEN and self.trace is None:  # (OPEN, SEND) -> OPEN for each frame
-            tls = self._tls
-            if tls is None:
-                if not self._outgoing:  # a payload goes out uncopied after its header
-                    if len(frames) == 1:
-                        frame = frames[0]
-                        if frame.__class__ is bytes and 0 < len(frame) <= MAX_MESSAGE_LENGTH:  # one data frame
-                            return [len(frame).to_bytes(4, "big"), frame]
-                    return _frame_chunks(frames)
-            else:
-                tls.send_chunks(_frame_chunks(frames))  # header and payload encrypted apart: no join
-                return self.data_to_send_chunks()
+        if self.state is ConnState.OPEN and self.trace is None and self._tls is None and not self._outgoing:
+            # (OPEN, SEND) -> OPEN for each frame; a payload goes out uncopied after its header.
+            # Inside TLS each frame is one write of header and payload, as Bareos' SendPacket()
+            # does: the records then fall where a daemon's fall.
+            if len(frames) == 1:
+                frame = frames[0]
+                if frame.__class__ is bytes and 0 < len(frame) <= MAX_MESSAGE_LENGTH:  # one data frame
+                    return [len(frame).to_bytes(4, "big"), frame]
+            return _frame_chunks(frames)
         for frame in frames:
             if isinstance(frame, int):
                 self.send_signal(frame)

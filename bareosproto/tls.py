@@ -459,23 +459,6 @@ class TlsEngine:
         finally:
             _active_engine.reset(token)
 
-    def send_chunks(self, chunks: list[bytes]) -> None:
-        """:meth:`send` for each chunk in one call: each chunk is encrypted on its
-        own (a 4-byte frame header one record, its 64 KiB payload four), so a
-        frame's header and payload need not be joined (copied) first."""
-        self._transition(TlsInput.SEND)
-        if self._state is TlsState.HANDSHAKE:
-            self._pending.extend(bytes(chunk) for chunk in chunks if chunk)
-            return
-        token = _active_engine.set(self)
-        try:
-            write = self._write
-            for chunk in chunks:
-                if chunk:
-                    write(chunk)
-        finally:
-            _active_engine.reset(token)
-
     def data_to_send(self) -> bytes:
         """Everything to write to the transport now (handshake, records, alerts)."""
         return self._out.read()

@@ -301,10 +301,10 @@ def test_frames_sent_in_bulk_arrive_as_views(tls: bool) -> None:
     assert got == [b"x" * 70000, EOD, b"", b"y" * 999_996, b"y" * 104, -4]
 
 
-def test_inside_tls_a_frames_header_and_payload_are_encrypted_apart() -> None:
-    """Inside TLS 1.3 send_frames() encrypts a data frame's 4-byte header and its payload apart (no
-    copy to join them): a record of 4 bytes, then the payload's own (64 KiB: four of 16 KiB), as
-    many records as the frame joined would make; the peer decodes the frames."""
+def test_inside_tls_a_frame_is_encrypted_as_one_write_as_bareos_does() -> None:
+    """Inside TLS 1.3 send_frames() encrypts each frame's header and payload in one write, as Bareos'
+    SendPacket() does (bsock_tcp.cc): a 64 KiB frame is four records of 16 KiB and one of the last
+    4 bytes, so the records fall where a daemon's fall; the peer decodes the frames."""
     client, server = fd_sd_pair(True)
     payload = bytes(range(256)) * 256
     data = b"".join(client.send_frames([payload, payload]))
@@ -314,7 +314,7 @@ def test_inside_tls_a_frames_header_and_payload_are_encrypted_apart() -> None:
         n = int.from_bytes(data[pos + 3 : pos + 5], "big")
         sizes.append(n - 17)  # the plaintext: minus the content type byte and the 16-byte tag
         pos += 5 + n
-    assert sizes == [4, 16384, 16384, 16384, 16384] * 2
+    assert sizes == [16384, 16384, 16384, 16384, 4] * 2
     items = server.receive_views(data)
     assert items is not None and copied(items) == [payload, payload]
 
