@@ -33,7 +33,6 @@ def remembered(maxsize: int = 128) -> Callable[[Callable[[bytes], T]], Callable[
                 return cached(payload)
             return parse(payload)
 
-        parse_line.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
         return parse_line
 
     return wrap
