@@ -339,10 +339,6 @@ class _Base:
             # (OPEN, SEND) -> OPEN for each frame; a payload goes out uncopied after its header.
             # Inside TLS each frame is one write of header and payload, as Bareos' SendPacket()
             # does: the records then fall where a daemon's fall.
-            if len(frames) == 1:
-                frame = frames[0]
-                if frame.__class__ is bytes and 0 < len(frame) <= MAX_MESSAGE_LENGTH:  # one data frame
-                    return [len(frame).to_bytes(4, "big"), frame]
             return _frame_chunks(frames)
         for frame in frames:
             if isinstance(frame, int):

@@ -775,7 +775,7 @@ class DataSession:
 
     def send_data_now(self, payload: bytes) -> list[OutFrame]:
         """:meth:`send_data` and :meth:`frames_to_send` in one call (the bulk path)."""
-        if self.state in _DATA_LOOPS and self.side is Side.COMMANDER and self._error is None and not self._out:
+        if self.streaming:
             return [payload]  # (stream, C_DATA) -> (STREAM_DATA, stream), as in send_data()
         self.send_data(payload)
         return self.frames_to_send()
@@ -790,7 +790,7 @@ class DataSession:
     def send_data_frames(self, payloads: list[bytes]) -> list[OutFrame]:
         """:meth:`send_data` for each payload, then :meth:`frames_to_send`, in one
         call (the bulk path); while :attr:`streaming`, that is the list given."""
-        if self.state in _DATA_LOOPS and self.side is Side.COMMANDER and self._error is None and not self._out:
+        if self.streaming:
             return payloads  # type: ignore[return-value]  # (stream, C_DATA) -> same state, for each
         for payload in payloads:
             self.send_data(payload)

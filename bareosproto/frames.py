@@ -160,12 +160,7 @@ class FrameDecoder:
         """The raw form of :meth:`receive_data`, for hot paths: each frame is its
         payload (``bytes``, ``b""`` for an empty message) or its signal value (a
         negative ``int``).  ``b""`` means EOF and returns ``[]``."""
-        if self._error is not None:
-            raise self._error
-        if self._closed:
-            raise RemoteProtocolError("data after end of stream")
-        if not data:
-            self._eof()
+        if not self._accepts(data):
             return []
         items: list[bytes | int] = []
         pos = 0
@@ -235,12 +230,7 @@ class FrameDecoder:
         until the next call**, and a view of ``data`` only as long as ``data``
         holds those bytes: copy what you keep.  Signals are negative ``int``;
         ``b""`` means EOF and returns ``[]``."""
-        if self._error is not None:
-            raise self._error
-        if self._closed:
-            raise RemoteProtocolError("data after end of stream")
-        if not data:
-            self._eof()
+        if not self._accepts(data):
             return []
         items: list[memoryview | int] = []
         view = data if data.__class__ is memoryview else memoryview(data)
@@ -336,6 +326,18 @@ class FrameDecoder:
         error.events = [SignalFrame(i) if isinstance(i, int) else Message(bytes(i)) for i in items]
         self._error = error
         raise error
+
+    def _accepts(self, data: bytes | memoryview) -> bool:
+        """What every receive form checks first: no input after an error or after
+        EOF; ``b""`` is EOF.  True if there are bytes to decode."""
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise RemoteProtocolError("data after end of stream")
+        if not data:
+            self._eof()
+            return False
+        return True
 
     def _eof(self) -> None:
         self._closed = True

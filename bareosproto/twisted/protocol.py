@@ -251,10 +251,7 @@ class BareosProtocol(Protocol):
             self._flush()  # what went into the connection before the error
             raise
         if chunks and out is not None:
-            if self._socket is None:
-                out.writeSequence(chunks)
-            else:
-                self._write_chunks(chunks, out)
+            self._write_chunks(chunks, out)
 
     def close(self) -> None:
         """TLS close_notify (if TLS is up), then a TCP close."""
