@@ -32,8 +32,8 @@ a noisy machine slows them alike; ratios use the best time of each, the median i
 it, and the "cpu" columns use process time (user + system), which other processes on a busy
 machine do not inflate.
 
-    python bench/data_channel.py            # 256 MiB per run, 5 repeats
-    python bench/data_channel.py --quick    # 32 MiB per run, 3 repeats
+    python bench/data_channel.py            # 256 MiB per run, 6 timed rounds
+    python bench/data_channel.py --quick    # 32 MiB per run, 4 timed rounds
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ ROW = "{:<40} {:>11} {:>11} {:>7} {:>11} {:>7}  {}"
 
 async def main(args: argparse.Namespace) -> int:
     total = (32 if args.quick else 256) * MiB
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (4 if args.quick else 6)
     count = total // MESSAGE
     default = 64 * KiB  # Twisted's own bufferSize
     variants = [
@@ -355,7 +355,7 @@ async def main(args: argparse.Namespace) -> int:
         Variant("bareosproto TLS-PSK, bytes sink", lambda: data_channel(count, True, views=False)),
     ]
     print(f"Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}; {total // MiB} MiB of 64 KiB messages "
-          f"per run, best of {repeats + 1}; MB = 10^6 bytes of payload; transport bufferSize "
+          f"per run, best of {repeats}; MB = 10^6 bytes of payload; transport bufferSize "
           f"{SEND_BUFFER // KiB} KiB (the data channel's SEND_BUFFER) unless stated; our sink takes "
           f"memoryviews unless stated")
     t0 = time.perf_counter()
@@ -363,7 +363,7 @@ async def main(args: argparse.Namespace) -> int:
         await v.once()
     for v in variants:
         v.clear()
-    for r in range(repeats + 1):
+    for r in range(repeats):
         for i in range(len(variants)):
             await variants[(i + r) % len(variants)].once()
 
@@ -404,7 +404,8 @@ async def main(args: argparse.Namespace) -> int:
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run (a few seconds)")
-    parser.add_argument("--repeats", type=int, help="timed repeats per variant (after one warm-up)")
+    parser.add_argument("--repeats", type=int,
+                        help="timed rounds, each running every variant once (after one warm-up round)")
     args = parser.parse_args()
     result: list[int] = []
 
