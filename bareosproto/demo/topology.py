@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IPushProducer
@@ -111,6 +111,8 @@ CI_FD = "ci-fd"
 CONSOLE = "admin"
 DEFAULT_CONSOLE = "*UserAgent*"
 MONITOR = "tray-monitor"
+#: a parsed command of the Director, FD or SD
+C = TypeVar("C")
 HOST = "127.0.0.1"
 
 #: Every password as the configuration files would hold it, as keys (MD5 hex).
@@ -309,6 +311,23 @@ def run_session(name: str, channel: DaemonChannel, session: Any) -> Deferred[Non
     return Deferred.fromCoroutine(session).addErrback(failed)
 
 
+async def next_command(channel: DaemonChannel, parse: Callable[[bytes], C]) -> tuple[bytes, C] | None:
+    """The Director's next command line and what ``parse`` makes of it, skipping
+    other signals; ``None`` ends the session: at ``BNET_TERMINATE``, or once a
+    line ``parse`` rejects has been refused as the daemon refuses it."""
+    while True:
+        frame = await channel.read_command()
+        if isinstance(frame, SignalFrame):
+            if frame.signal == Signal.BNET_TERMINATE:
+                return None
+            continue
+        try:
+            return frame.payload, parse(frame.payload)
+        except RemoteProtocolError as exc:
+            channel.send_refusal(exc)
+            return None
+
+
 def status_reply(name: str, started: float, jobs: int) -> list[bytes]:
     start = time.strftime("%d-%b-%y %H:%M", time.localtime(started))
     return [f"{name} Version: {BAREOS_26.full} ({BAREOS_26.date}) bareosproto demo".encode(),
@@ -450,18 +469,8 @@ class FileDaemon:
     async def session(self, channel: DaemonChannel) -> None:
         """The Director's commands, as ``filed/dir_cmd.cc`` answers them."""
         job: FdJob | None = None
-        while True:
-            frame = await channel.read_command()
-            if isinstance(frame, SignalFrame):
-                if frame.signal == Signal.BNET_TERMINATE:
-                    break
-                continue
-            line = frame.payload
-            try:
-                command = parse_fd_command(line)
-            except RemoteProtocolError as exc:
-                channel.send_refusal(exc)
-                break
+        while (got := await next_command(channel, parse_fd_command)) is not None:
+            line, command = got
             if isinstance(command, FdJobCommand):
                 job = FdJob(command)
                 self.jobs[command.job] = job
@@ -660,18 +669,8 @@ class StorageDaemon:
     async def session(self, channel: DaemonChannel) -> None:
         """The Director's job session, as ``stored/dir_cmd.cc`` answers it."""
         job: SdJob | None = None
-        while True:
-            frame = await channel.read_command()
-            if isinstance(frame, SignalFrame):
-                if frame.signal == Signal.BNET_TERMINATE:
-                    break
-                continue
-            line = frame.payload
-            try:
-                command = parse_sd_command(line)
-            except RemoteProtocolError as exc:
-                channel.send_refusal(exc)
-                break
+        while (got := await next_command(channel, parse_sd_command)) is not None:
+            line, command = got
             if isinstance(command, SdJobCommand):
                 key = new_session_key()
                 sink = StoringSink(self.volume / f"job-{command.job_id}")
