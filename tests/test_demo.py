@@ -17,8 +17,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import Deferred, succeed
 
 from bareosproto.demo import _TYPE_NAMES, FrameTracer, attributes_record, parse_size, to_base64
+from bareosproto.demo.topology import next_command
+from bareosproto.errors import RemoteProtocolError
+from bareosproto.events import Message, SignalFrame
+from bareosproto.frames import encode_message
+from bareosproto.jobcmds import parse_fd_command
+from bareosproto.signals import Signal
 
 #: one row per connection type of the demo (PROTOCOL.md 7 numbers)
 TYPES = [f"{name} ({conn_type.value})" for conn_type, name in _TYPE_NAMES.items()]
@@ -134,3 +141,39 @@ def test_tracer_folds_data_frames(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
     assert "1 2 0" in lines[0] and "[3 data frames, 768 bytes]" in lines[1] and "BNET_EOD" in lines[2]
+
+
+class _Director:
+    """What the demo's job sessions use of a DaemonChannel: frames in, refusals out."""
+
+    def __init__(self, *frames: Message | SignalFrame) -> None:
+        self.frames = list(frames)
+        self.refused: list[bytes] = []
+
+    def read_command(self) -> Deferred[Message | SignalFrame]:
+        return succeed(self.frames.pop(0))
+
+    def send_refusal(self, error: RemoteProtocolError) -> None:
+        self.refused.append(error.reply)
+
+
+def next_of(director: _Director) -> object:
+    result: list[object] = []
+    Deferred.fromCoroutine(next_command(director, parse_fd_command)).addBoth(result.append)  # type: ignore[arg-type]
+    return result[0]
+
+
+def test_a_demo_session_reads_commands_skips_signals_and_ends_at_terminate_or_a_refusal() -> None:
+    """The FD's and SD's job sessions share ``next_command``: a heartbeat is
+    skipped, a command comes with its parse, TERMINATE ends the session, and a
+    line the parser rejects is refused as the FD refuses it, then ends it."""
+    level = b"level = full\n"
+    director = _Director(SignalFrame(Signal.BNET_HEARTBEAT), Message(level), SignalFrame(Signal.BNET_TERMINATE))
+    assert next_of(director) == (level, parse_fd_command(level))
+    assert next_of(director) is None
+    assert director.frames == [] and director.refused == []
+
+    bad = _Director(Message(b"JobId=\n"), Message(level))
+    assert next_of(bad) is None
+    assert bad.refused == [encode_message(b"2901 Bad Job\n")]
+    assert bad.frames == [Message(level)]  # nothing read after the refusal
